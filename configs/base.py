@@ -1,0 +1,48 @@
+"""Settings shared by every experiment: the paper's defaults (Sønderby et al., 2016, Sec. 3).
+
+Data-set files override what differs; any field can be overridden on the command line, e.g.
+`python -m tf_lvae.train --dataset=mnist --config.train.epochs=5`.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config():
+    config = ml_collections.ConfigDict()
+
+    config.data = ml_collections.ConfigDict()
+    config.data.dataset = "binarized_mnist"
+    config.data.data_dir = config_dict.placeholder(str)  # None: shipped data or TFDS
+    config.data.train_split = "train"        # or "train+validation" (the paper's full train set)
+    config.data.eval_split = "test"          # split evaluated during and after training
+    config.data.num_validation = -1          # held-out examples; -1: the data set's default
+
+    config.model = ml_collections.ConfigDict()
+    config.model.inference = "lvae"           # lvae | vae
+    config.model.latent_sizes = (64, 32, 16, 8, 4)
+    config.model.hidden_sizes = (512, 256, 128, 64, 32)
+    config.model.activation = "leaky_relu"    # leaky_relu (MNIST, OMNIGLOT) | tanh (NORB)
+    config.model.batch_norm = True
+    config.model.likelihood = "auto"          # auto (from the data set) | bernoulli | gaussian
+    config.model.variance_floor = 1e-5
+
+    config.train = ml_collections.ConfigDict()
+    config.train.epochs = 2000
+    config.train.batch_size = 256
+    config.train.learning_rate = 1e-3
+    config.train.adam_epsilon = 1e-4          # the authors' Adam epsilon
+    config.train.warmup_epochs = 200          # beta 0 -> 1 over these epochs; 0 disables
+    config.train.mc_samples = 1
+    config.train.iw_samples = 1
+    config.train.seed = 0
+    config.train.jit_compile = True
+    config.train.eval_every_epochs = 10       # L_1 on eval_split during training; 0 disables
+    config.train.verbose = "auto"             # Keras progress bar: auto | 0 | 1 | 2
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.iw_samples = 5000
+    config.eval.batch_size = 256              # examples per L_1 batch
+    config.eval.iw_batch_size = 20            # examples per L_K batch
+    config.eval.chunk_size = 1000             # importance samples per chunk (memory ~ batch*chunk)
+    config.eval.seed = 0
+    return config

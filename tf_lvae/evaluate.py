@@ -1,0 +1,83 @@
+"""Evaluate a trained model: L_1 and the importance-weighted bound L_K on a whole split.
+
+    python -m tf_lvae.evaluate --model_dir=runs/quick [--iw_samples=5000] [--split=test]
+
+Prints a progress bar, then the result as one JSON object on the last line, and writes the
+same object to MODEL_DIR/evaluation_<split>_K<iw_samples>.json (or --output=FILE).
+"""
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from tf_lvae import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A model_dir written by tf_lvae.train.", required=True)
+flags.DEFINE_integer("iw_samples", None, "K of L_K (default: the model's config, eval.iw_samples).")
+flags.DEFINE_string("split", None, "train | validation | test | train+validation "
+                    "(default: the config's data.eval_split).")
+flags.DEFINE_string("data_dir", None, "Folder with the data set's files (default: as trained).")
+flags.DEFINE_integer("chunk_size", None, "Importance samples per chunk (memory ~ batch*chunk).")
+flags.DEFINE_integer("iw_batch_size", None, "Examples per L_K batch.")
+flags.DEFINE_integer("max_examples", None, "Evaluate only the first N examples of the split.")
+flags.DEFINE_integer("seed", 0, "Seed of the posterior samples.")
+flags.DEFINE_string("output", None, "Where to write the JSON (default: inside model_dir).")
+
+
+def evaluate_model_dir(model_dir, iw_samples=None, split=None, data_dir=None, chunk_size=None,
+                       iw_batch_size=None, max_examples=None, seed=0, verbose=1):
+    """Load model_dir's latest checkpoint and evaluate it; returns the result dict."""
+    from tf_lvae import data, evaluation
+    from tf_lvae import model_dir as model_dir_lib
+    model, config, epochs = model_dir_lib.load_model(model_dir)
+    data_config, eval_config = config.get("data", {}), config.get("eval", {})
+    split = split or data_config.get("eval_split", "test")
+    iw_samples = iw_samples or eval_config.get("iw_samples", 5000)
+    num_validation = data_config.get("num_validation", -1)
+    images, _ = data.load_arrays(
+        data_config.get("dataset", "binarized_mnist"), split,
+        data_dir=data_dir or data_config.get("data_dir"),
+        num_validation=None if num_validation < 0 else num_validation)
+    if max_examples is not None:
+        images = images[:max_examples]
+    start = time.time()
+    result = evaluation.evaluate_images(
+        model, images, iw_samples=iw_samples, batch_size=eval_config.get("batch_size", 256),
+        iw_batch_size=iw_batch_size or eval_config.get("iw_batch_size", 20),
+        chunk_size=chunk_size or eval_config.get("chunk_size", 1000), seed=seed,
+        verbose=verbose)
+    result.update(dataset=data_config.get("dataset"), split=split, epochs_trained=epochs,
+                  model=model.spec.inference, latent_sizes=list(model.spec.latent_sizes),
+                  seconds=round(time.time() - start, 2), hardware=platform.processor() or
+                  platform.machine())
+    return result
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    with cli.clear_errors():
+        if FLAGS.iw_samples is not None and FLAGS.iw_samples < 1:
+            raise ValueError(f"--iw_samples must be >= 1, got {FLAGS.iw_samples}")
+        result = evaluate_model_dir(FLAGS.model_dir, FLAGS.iw_samples, FLAGS.split,
+                                    FLAGS.data_dir, FLAGS.chunk_size, FLAGS.iw_batch_size,
+                                    FLAGS.max_examples, FLAGS.seed,
+                                    verbose=1 if sys.stdout.isatty() else 2)
+        from tf_lvae import model_dir as model_dir_lib
+        output = FLAGS.output or os.path.join(
+            FLAGS.model_dir, f"evaluation_{result['split']}_K{result['iw_samples']}.json")
+        model_dir_lib.write_json_atomically(output, result)
+        summary = {k: v for k, v in result.items() if k != "kl_per_unit"}
+        print(f"L_1 = {result['elbo']:.2f} nats, L_{result['iw_samples']} = "
+              f"{result['iw_bound']:.2f} nats on {result['num_examples']} {result['split']} "
+              f"examples; full result in {output}", file=sys.stderr)
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,101 @@
+"""Evaluating a trained model on a whole split: L_1, L_K (K up to 5000+), KL per layer/unit.
+
+L_K is streamed: for each batch of examples the K importance samples are drawn in chunks of
+`chunk_size` and folded into a running log-sum-exp, so memory depends on
+batch_size * chunk_size, never on K. The LVAE's upward pass is computed once per example.
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_lvae import bounds
+from tf_lvae.metrics import ACTIVE_UNIT_THRESHOLD
+
+
+def _make_iw_bound_fn(model, num_samples, chunk_size, jit_compile):
+    """Returns f(images [B, h, w, c]) -> L_K per example [B], compiled once per (K, chunk)."""
+    full_chunks, remainder = divmod(num_samples, chunk_size)
+
+    def iw_bound(images):
+        x = model.flatten_images(images)
+        up_stats = model.bottom_up(x, training=False)
+        state = bounds.running_logsumexp_init(tf.shape(x)[:1])
+
+        def body(i, max_so_far, sum_so_far):
+            chunk = model.log_weights(x, chunk_size, up_stats=up_stats)
+            return (i + 1,) + bounds.running_logsumexp_update((max_so_far, sum_so_far), chunk)
+
+        if full_chunks:
+            _, *state = tf.while_loop(lambda i, *_: i < full_chunks, body,
+                                      (tf.constant(0), *state))
+        if remainder:
+            state = bounds.running_logsumexp_update(
+                tuple(state), model.log_weights(x, remainder, up_stats=up_stats))
+        return bounds.running_logsumexp_result(tuple(state), num_samples)
+
+    return tf.function(iw_bound, jit_compile=jit_compile, reduce_retracing=True)
+
+
+def _make_elbo_fn(model, jit_compile):
+    """f(images) -> (elbo [B], kl per unit [[B, D_i]]) with one posterior sample (L_1)."""
+    def elbo(images):
+        x = model.flatten_images(images)
+        terms = model.evaluate_terms(x, 1, training=False)
+        total_kl = tf.add_n([tf.reduce_sum(kl, -1) for kl in terms["kl_per_unit"]])
+        return terms["log_px"] - total_kl, terms["kl_per_unit"]
+    return tf.function(elbo, jit_compile=jit_compile, reduce_retracing=True)
+
+
+def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_size=20,
+                    chunk_size=1000, seed=0, jit_compile=True, verbose=1):
+    """Evaluate L_1 and L_K of `model` on float32 images [N, h, w, c]; returns a dict.
+
+    Keys: elbo, iw_bound (mean nats), iw_samples, num_examples, kl (total), kl_per_layer,
+    kl_per_unit (lists, bottom layer first), active_units_per_layer.
+    """
+    if iw_samples < 1:
+        raise ValueError(f"iw_samples must be >= 1, got {iw_samples}")
+    if chunk_size < 1 or batch_size < 1 or iw_batch_size < 1:
+        raise ValueError("batch_size, iw_batch_size and chunk_size must be >= 1")
+    num_examples = len(images)
+    if num_examples == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    tf.random.set_seed(seed)
+    chunk_size = min(chunk_size, iw_samples)
+
+    elbo_fn = _make_elbo_fn(model, jit_compile)
+    elbo_sum, kl_unit_sums = 0.0, None
+    for start in range(0, num_examples, batch_size):
+        elbo, kl_per_unit = elbo_fn(tf.constant(images[start:start + batch_size]))
+        elbo_sum += float(tf.reduce_sum(elbo))
+        sums = [np.sum(kl.numpy(), axis=0, dtype=np.float64) for kl in kl_per_unit]
+        kl_unit_sums = sums if kl_unit_sums is None else [a + b for a, b in zip(kl_unit_sums,
+                                                                                 sums)]
+    kl_per_unit = [s / num_examples for s in kl_unit_sums]
+
+    iw_fn = _make_iw_bound_fn(model, iw_samples, chunk_size, jit_compile)
+    progress = keras.utils.Progbar(num_examples, verbose=verbose,
+                                   unit_name="example") if verbose else None
+    iw_sum = 0.0
+    for start in range(0, num_examples, iw_batch_size):
+        batch = images[start:start + iw_batch_size]
+        iw_sum += float(tf.reduce_sum(iw_fn(tf.constant(batch))))
+        if progress is not None:
+            progress.add(len(batch), values=[("L_K", iw_sum / min(start + len(batch),
+                                                                  num_examples))])
+    result = dict(
+        elbo=elbo_sum / num_examples,
+        iw_bound=iw_sum / num_examples,
+        iw_samples=int(iw_samples),
+        num_examples=int(num_examples),
+        kl=float(sum(float(np.sum(k)) for k in kl_per_unit)),
+        kl_per_layer=[float(np.sum(k)) for k in kl_per_unit],
+        kl_per_unit=[k.tolist() for k in kl_per_unit],
+        active_units_per_layer=[int(np.sum(k > ACTIVE_UNIT_THRESHOLD)) for k in kl_per_unit],
+    )
+    if not all(math.isfinite(result[k]) for k in ("elbo", "iw_bound")):
+        raise FloatingPointError(f"evaluation produced non-finite bounds: elbo="
+                                 f"{result['elbo']}, iw_bound={result['iw_bound']}")
+    return result

@@ -1,0 +1,105 @@
+"""Keras 3 layers of the Ladder VAE: MLP blocks and heads that build TFP distributions.
+
+Every mapping in the paper is d = MLP(y) with two hidden layers, followed by
+mean = Linear(d) and var = Softplus(Linear(d)). Heads return `tfd.Normal` / `tfd.Bernoulli`
+objects so the model reads like the paper; the pure maths they rely on lives in
+`gaussian_math`. (`tfp.layers` are tf-keras layers and do not work in Keras 3, hence these.)
+"""
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tf_lvae import gaussian_math
+
+tfd = tfp.distributions
+
+ACTIVATIONS = ("leaky_relu", "tanh")
+LEAKY_RELU_SLOPE = 0.1  # the paper's max(x, 0.1 x)
+BATCH_NORM_EPSILON = 1e-5
+BATCH_NORM_MOMENTUM = 0.9
+
+
+def _hidden_initializer():
+    # Glorot normal with gain sqrt(2), as in the authors' code for rectifier MLPs.
+    return keras.initializers.VarianceScaling(2.0, "fan_avg", "untruncated_normal")
+
+
+class MLPBlock(keras.layers.Layer):
+    """Two hidden layers of Dense -> [BatchNorm] -> nonlinearity. [N, D_in] -> [N, width]."""
+
+    def __init__(self, width, activation="leaky_relu", batch_norm=True, num_hidden=2, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.width, self.activation, self.batch_norm = width, activation, batch_norm
+        self.dense_layers = [
+            keras.layers.Dense(width, kernel_initializer=_hidden_initializer(),
+                               use_bias=not batch_norm, name=f"dense_{i}")  # BN has its own shift
+            for i in range(num_hidden)]
+        self.norm_layers = [
+            keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON,
+                                            momentum=BATCH_NORM_MOMENTUM, name=f"bn_{i}")
+            for i in range(num_hidden)] if batch_norm else []
+
+    def call(self, inputs, training=False):
+        h = inputs
+        for i, dense in enumerate(self.dense_layers):
+            h = dense(h)
+            if self.batch_norm:
+                h = self.norm_layers[i](h, training=training)
+            if self.activation == "leaky_relu":
+                h = tf.nn.leaky_relu(h, alpha=LEAKY_RELU_SLOPE)
+            else:
+                h = tf.tanh(h)
+        return h
+
+
+class GaussianHead(keras.layers.Layer):
+    """mean = Linear(d), var = Softplus(Linear(d)) + floor, as one fused Dense(2 * units).
+
+    Returns `tfd.Normal(mean, sqrt(var))` with batch shape [N, units].
+    """
+
+    def __init__(self, units, variance_floor=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.variance_floor = units, variance_floor
+        # One matmul for both heads; the variance half starts at softplus(1) like the authors'.
+        self.dense = keras.layers.Dense(
+            2 * units, kernel_initializer="glorot_uniform",
+            bias_initializer=keras.initializers.Constant([0.0] * units + [1.0] * units),
+            name="mean_and_variance")
+
+    def call(self, features):
+        mean, pre_variance = tf.split(self.dense(features), 2, axis=-1)
+        variance = gaussian_math.softplus_variance(pre_variance, self.variance_floor)
+        return tfd.Normal(loc=mean, scale=tf.sqrt(variance))
+
+
+class BernoulliObservation(keras.layers.Layer):
+    """p(x | z_1) = Bernoulli(sigmoid(Linear(d))) over flattened pixels [N, D]."""
+
+    def __init__(self, num_pixels, **kwargs):
+        super().__init__(**kwargs)
+        self.logits = keras.layers.Dense(num_pixels, kernel_initializer="glorot_normal",
+                                         name="logits")
+
+    def call(self, features):
+        return tfd.Bernoulli(logits=self.logits(features), dtype=tf.float32)
+
+
+class GaussianObservation(keras.layers.Layer):
+    """p(x | z_1) = N(Linear(d), Softplus(Linear(d)) + floor) over flattened pixels [N, D]."""
+
+    def __init__(self, num_pixels, variance_floor=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.head = GaussianHead(num_pixels, variance_floor, name="gaussian_pixels")
+
+    def call(self, features):
+        return self.head(features)
+
+
+def observation_mean(distribution):
+    """The image an observation model predicts: Bernoulli probabilities or Gaussian means."""
+    if isinstance(distribution, tfd.Bernoulli):
+        return tf.sigmoid(distribution.logits)
+    return distribution.loc

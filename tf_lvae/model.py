@@ -1,0 +1,212 @@
+"""One hierarchical generative model with two inference models: the bottom-up VAE and the LVAE.
+
+Generative model (shared):  p(z_L) = N(0, I),  p(z_i | z_{i+1}) = N(mu_p_i, var_p_i),
+p(x | z_1) Bernoulli or Gaussian. Inference:
+  * VAE (eqs 7-9):   q(z_1 | x), q(z_i | z_{i-1}), each a Gaussian MLP head.
+  * LVAE (eqs 13-19): a deterministic upward pass d_i = MLP(d_{i-1}) gives
+    (mu_hat_i, var_hat_i); the downward pass samples z_L ~ N(mu_hat_L, var_hat_L) and then
+    each z_i from the precision-weighted merge of (mu_hat_i, var_hat_i) with p(z_i | z_{i+1}).
+
+Samples are folded into the batch dimension, sample-major: a tensor for S samples of B
+examples is [S * B, D], row s * B + b. The bottom-up statistics of the LVAE (and q(z_1|x) of
+the VAE) depend on x only and are computed once per example, then tiled over samples.
+The training step (warm-up, MC and IW samples) lives in `training_step.py`.
+"""
+import collections
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tf_lvae import gaussian_math
+from tf_lvae import layers
+from tf_lvae.model_spec import ModelSpec
+from tf_lvae.training_step import TrainStepMixin
+
+tfd = tfp.distributions
+
+# One stochastic layer of a posterior draw: its sample, q(z_i | .) and p(z_i | z_{i+1}).
+LayerDraw = collections.namedtuple("LayerDraw", ["z", "posterior", "prior"])
+
+
+def tile_samples(tensor, num_samples):
+    """[B, D] -> [num_samples * B, D], sample-major."""
+    return tf.tile(tensor, [num_samples, 1])
+
+
+def _draw(distribution, deterministic, seed=None):
+    if deterministic:
+        return distribution.loc
+    noise = (tf.random.normal(tf.shape(distribution.loc)) if seed is None else
+             tf.random.stateless_normal(tf.shape(distribution.loc), seed=seed))
+    return distribution.loc + distribution.scale * noise  # reparameterisation trick
+
+
+def _layer_seed(seed, layer):
+    return None if seed is None else tf.stack([tf.cast(seed, tf.int32), layer])
+
+
+class HierarchicalVAE(TrainStepMixin, keras.Model):
+    """Ladder VAE (spec.inference='lvae') or bottom-up VAE ('vae') over one generative model."""
+
+    def __init__(self, spec: ModelSpec, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        mlp = dict(activation=spec.activation, batch_norm=spec.batch_norm)
+        floor = spec.variance_floor
+        latent, hidden = spec.latent_sizes, spec.hidden_sizes
+        num_layers = spec.num_layers
+        # Upward path: LVAE d_i = MLP(d_{i-1}) (d_0 = x); VAE q(z_i | z_{i-1}) (z_0 = x).
+        self.up_mlps = [layers.MLPBlock(hidden[i], **mlp, name=f"up_mlp_{i + 1}")
+                        for i in range(num_layers)]
+        self.up_heads = [layers.GaussianHead(latent[i], floor, name=f"up_head_{i + 1}")
+                         for i in range(num_layers)]
+        # Generative p(z_i | z_{i+1}) for i = 1..L-1, MLP width of the connection above z_i.
+        self.down_mlps = [layers.MLPBlock(hidden[i + 1], **mlp, name=f"down_mlp_{i + 1}")
+                          for i in range(num_layers - 1)]
+        self.down_heads = [layers.GaussianHead(latent[i], floor, name=f"down_head_{i + 1}")
+                           for i in range(num_layers - 1)]
+        self.decoder_mlp = layers.MLPBlock(hidden[0], **mlp, name="decoder_mlp")
+        if spec.likelihood == "bernoulli":
+            self.observation = layers.BernoulliObservation(spec.num_pixels, name="observation")
+        else:
+            self.observation = layers.GaussianObservation(spec.num_pixels, floor,
+                                                          name="observation")
+        self._build_trackers()
+
+    # ----------------------------------------------------------------------------- passes
+    def flatten_images(self, images):
+        """[B, h, w, c] -> [B, h * w * c] float32."""
+        return tf.reshape(tf.cast(images, tf.float32), [-1, self.spec.num_pixels])
+
+    def bottom_up(self, x, training=False):
+        """Per-example statistics of the upward pass, computed once for all samples.
+
+        LVAE: [N(mu_hat_i, var_hat_i) for i = 1..L], each [B, D_i]. VAE: [q(z_1 | x)].
+        """
+        if self.spec.inference == "vae":
+            return [self.up_heads[0](self.up_mlps[0](x, training=training))]
+        stats, d = [], x
+        for mlp, head in zip(self.up_mlps, self.up_heads):
+            d = mlp(d, training=training)
+            stats.append(head(d))
+        return stats
+
+    def prior_given_parent(self, layer, z_parent, training=False):
+        """p(z_layer | z_{layer+1}) for 0-based layer < L - 1: tfd.Normal [N, D_layer]."""
+        return self.down_heads[layer](self.down_mlps[layer](z_parent, training=training))
+
+    def top_prior(self, num_rows):
+        """p(z_L) = N(0, I) with batch shape [num_rows, D_L]."""
+        zeros = tf.zeros([num_rows, self.spec.latent_sizes[-1]])
+        return tfd.Normal(zeros, tf.ones_like(zeros))
+
+    def posterior_draws(self, up_stats, num_samples=1, training=False, deterministic=False,
+                        seed=None):
+        """Draw z ~ q(z | x) for every layer; returns [LayerDraw] bottom (z_1) to top (z_L).
+
+        Each tensor is [num_samples * B, D_i]. With deterministic=True the means are
+        propagated instead of samples (what `encode` serves).
+        """
+        num_layers = self.spec.num_layers
+        if self.spec.inference == "vae":
+            return self._bottom_up_draws(up_stats[0], num_samples, training, deterministic, seed)
+        top = up_stats[-1]
+        posterior = tfd.Normal(tile_samples(top.loc, num_samples),
+                               tile_samples(top.scale, num_samples))
+        z = _draw(posterior, deterministic, _layer_seed(seed, num_layers - 1))
+        draws = [LayerDraw(z, posterior, self.top_prior(tf.shape(z)[0]))]
+        for i in reversed(range(num_layers - 1)):
+            prior = self.prior_given_parent(i, z, training)
+            mean_q, var_q = gaussian_math.precision_weighted_merge(   # eqs 17-19
+                tile_samples(up_stats[i].loc, num_samples),
+                tile_samples(up_stats[i].variance(), num_samples),
+                prior.loc, prior.variance())
+            posterior = tfd.Normal(mean_q, tf.sqrt(var_q))
+            z = _draw(posterior, deterministic, _layer_seed(seed, i))
+            draws.append(LayerDraw(z, posterior, prior))
+        return draws[::-1]
+
+    def _bottom_up_draws(self, first_posterior, num_samples, training, deterministic, seed):
+        posterior = tfd.Normal(tile_samples(first_posterior.loc, num_samples),
+                               tile_samples(first_posterior.scale, num_samples))
+        posteriors, zs = [posterior], [_draw(posterior, deterministic, _layer_seed(seed, 0))]
+        for i in range(1, self.spec.num_layers):
+            posterior = self.up_heads[i](self.up_mlps[i](zs[-1], training=training))
+            posteriors.append(posterior)
+            zs.append(_draw(posterior, deterministic, _layer_seed(seed, i)))
+        priors = [self.prior_given_parent(i, zs[i + 1], training)
+                  for i in range(self.spec.num_layers - 1)]
+        priors.append(self.top_prior(tf.shape(zs[-1])[0]))
+        return [LayerDraw(z, q, p) for z, q, p in zip(zs, posteriors, priors)]
+
+    def decode(self, z1, training=False):
+        """p(x | z_1) over flattened pixels: tfd.Bernoulli or tfd.Normal [N, h * w * c]."""
+        return self.observation(self.decoder_mlp(z1, training=training))
+
+    def call(self, images, training=False):
+        """Posterior-mean reconstruction [B, h, w, c] (builds every weight)."""
+        draws = self.posterior_draws(self.bottom_up(self.flatten_images(images), training),
+                                     training=training, deterministic=True)
+        pixels = layers.observation_mean(self.decode(draws[0].z, training))
+        return tf.reshape(pixels, [-1, *self.spec.image_shape])
+
+    # ------------------------------------------------------------------- objective terms
+    def evaluate_terms(self, x, num_samples=1, training=False, up_stats=None, seed=None):
+        """Per-sample terms of both bounds for flattened x [B, D].
+
+        Returns a dict of tensors over num_samples * B rows:
+          log_px:       log p(x | z_1)                        [S * B]
+          kl_per_unit:  analytic KL(q(z_i|.) || p(z_i|z_{i+1})) per layer, [[S * B, D_i]]
+          log_pz_minus_log_qz: sum_i log p(z_i|z_{i+1}) - log q(z_i|.) at the draws [S * B]
+        """
+        if up_stats is None:
+            up_stats = self.bottom_up(x, training)
+        draws = self.posterior_draws(up_stats, num_samples, training, seed=seed)
+        log_px = tf.reduce_sum(
+            self.decode(draws[0].z, training).log_prob(tile_samples(x, num_samples)), axis=-1)
+        kl_per_unit, log_ratio = [], 0.0
+        for i, draw in enumerate(draws):
+            q, p = draw.posterior, draw.prior
+            if i == len(draws) - 1:
+                kl_per_unit.append(gaussian_math.standard_normal_kl(q.loc, q.variance()))
+            else:
+                kl_per_unit.append(
+                    gaussian_math.gaussian_kl(q.loc, q.variance(), p.loc, p.variance()))
+            log_ratio += tf.reduce_sum(p.log_prob(draw.z) - q.log_prob(draw.z), axis=-1)
+        return dict(log_px=log_px, kl_per_unit=kl_per_unit, log_pz_minus_log_qz=log_ratio)
+
+    def log_weights(self, x, num_samples, up_stats=None, seed=None):
+        """Importance log weights log p(x, z_k) - log q(z_k | x) in inference mode: [K, B]."""
+        terms = self.evaluate_terms(x, num_samples, training=False, up_stats=up_stats,
+                                    seed=seed)
+        return tf.reshape(terms["log_px"] + terms["log_pz_minus_log_qz"], [num_samples, -1])
+
+    # ------------------------------------------------------------------------ generation
+    def encode(self, images):
+        """Deterministic posterior per layer (means propagated): [(mean, stddev)] bottom-up."""
+        draws = self.posterior_draws(self.bottom_up(self.flatten_images(images)),
+                                     deterministic=True)
+        return [(draw.posterior.loc, draw.posterior.scale) for draw in draws]
+
+    def decode_noise(self, noises, temperature=1.0):
+        """Ancestral sampling from given standard-normal noise per layer (bottom to top).
+
+        noises[i] is [N, D_i]; the prior standard deviations are scaled by temperature.
+        Returns the observation mean images [N, h, w, c].
+        """
+        z = temperature * noises[-1]
+        for i in reversed(range(self.spec.num_layers - 1)):
+            prior = self.prior_given_parent(i, z)
+            z = prior.loc + temperature * prior.scale * noises[i]
+        pixels = layers.observation_mean(self.decode(z))
+        return tf.reshape(pixels, [-1, *self.spec.image_shape])
+
+    def sample(self, num_samples, temperature=1.0, seed=None):
+        """Images from the prior [num_samples, h, w, c]; a fixed seed gives the same images."""
+        noises = []
+        for i, size in enumerate(self.spec.latent_sizes):
+            shape = [num_samples, size]
+            noises.append(tf.random.normal(shape) if seed is None else
+                          tf.random.stateless_normal(shape, seed=_layer_seed(seed, i)))
+        return self.decode_noise(noises, temperature)

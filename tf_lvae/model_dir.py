@@ -1,0 +1,99 @@
+"""What a model_dir holds, and how to save and restore a model from it.
+
+    model_dir/
+      config.json            the resolved experiment config
+      model_spec.json        the architecture (tf_lvae.model_spec.ModelSpec)
+      training_state.json    epochs completed, whether training finished
+      checkpoints/           tf.train.CheckpointManager: model, optimizer, epoch counter
+      logs/                  TensorBoard scalars (train/ and validation/)
+"""
+import json
+import os
+import pathlib
+import tempfile
+
+import tensorflow as tf
+
+from tf_lvae.model import HierarchicalVAE
+from tf_lvae.model_spec import ModelSpec
+
+CONFIG_FILE = "config.json"
+SPEC_FILE = "model_spec.json"
+STATE_FILE = "training_state.json"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+
+
+class ModelDirError(ValueError):
+    """A model_dir that is missing, incomplete or holds a different model."""
+
+
+def write_json_atomically(path, payload):
+    """Write JSON to a temporary file beside `path` and rename it over, never half a file."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path, default=None):
+    path = pathlib.Path(path)
+    if not path.exists():
+        return default
+    return json.loads(path.read_text())
+
+
+def build_model(spec):
+    """A HierarchicalVAE with every weight created (called once on a zero batch)."""
+    model = HierarchicalVAE(spec)
+    model(tf.zeros([1, *spec.image_shape]))
+    return model
+
+
+def make_checkpoint(model, optimizer=None):
+    """The tf.train.Checkpoint of a training run: model, optimizer and epoch counter."""
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    # Keras 3 models are not tf.train trackables of their layers: name every weight by its
+    # Keras path (stable for a given ModelSpec) so a checkpoint restores without the optimizer.
+    # The leading component (the model's auto-generated name) varies between instances.
+    weights = {variable.path.split("/", 1)[1]: variable for variable in model.weights}
+    kwargs = dict(model=weights, epoch=epoch)
+    if optimizer is not None:
+        kwargs["optimizer"] = optimizer
+    return tf.train.Checkpoint(**kwargs)
+
+
+def checkpoint_manager(checkpoint, model_dir, max_to_keep=3):
+    return tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, CHECKPOINT_DIR),
+                                      max_to_keep=max_to_keep)
+
+
+def read_spec(model_dir):
+    path = pathlib.Path(model_dir) / SPEC_FILE
+    if not path.exists():
+        raise ModelDirError(f"{model_dir} is not a tf_lvae model_dir: {SPEC_FILE} is missing "
+                            "(train one with `python -m tf_lvae.train --model_dir=...`)")
+    return ModelSpec.from_json(path.read_text())
+
+
+def load_model(model_dir):
+    """Rebuild the model of `model_dir` and restore its latest checkpoint's weights.
+
+    Returns (model, config dict, epochs completed). Raises ModelDirError when there is no
+    trained checkpoint.
+    """
+    model_dir = str(model_dir)
+    if not os.path.isdir(model_dir):
+        raise ModelDirError(f"model_dir {model_dir!r} does not exist")
+    spec = read_spec(model_dir)
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+    if latest is None:
+        raise ModelDirError(f"{model_dir} has no trained checkpoint in {CHECKPOINT_DIR}/ "
+                            "(did training run for at least one epoch?)")
+    model = build_model(spec)
+    checkpoint = make_checkpoint(model)
+    checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
+    config = read_json(pathlib.Path(model_dir) / CONFIG_FILE, default={})
+    return model, config, int(checkpoint.epoch.numpy())

@@ -1,0 +1,34 @@
+"""Train a Ladder VAE or VAE.
+
+    python -m tf_lvae.train --dataset=mnist --data_dir=DIR --model_dir=runs/mnist_lvae
+    python -m tf_lvae.train --config=configs/quick.py --model_dir=runs/quick
+    python -m tf_lvae.train --dataset=binarized_mnist --model=vae --layers=3 --epochs=5 \
+        --config.train.warmup_epochs=2
+
+--dataset picks configs/<dataset>.py (the paper's settings); --config=FILE uses another
+config file; --config.<section>.<field>=VALUE overrides any field. Rerunning with the same
+--model_dir resumes from its latest checkpoint.
+"""
+import sys
+
+from absl import app
+from absl import flags
+
+from tf_lvae import cli
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    with cli.clear_errors():
+        config = cli.resolved_config()
+        from tf_lvae import training  # imported late so --help stays fast
+        training.train(config, FLAGS.model_dir)
+        print(f"trained model in {FLAGS.model_dir}")
+
+
+if __name__ == "__main__":
+    cli.define_training_flags(sys.argv)
+    app.run(main)
