@@ -37,6 +37,9 @@ def base_config():
     config.train.seed = 0
     config.train.jit_compile = True
     config.train.eval_every_epochs = 10       # L_1 on eval_split during training; 0 disables
+    config.train.diagnostics_every_epochs = 10  # small-K L_K, per-unit KL, images; 0 disables
+    config.train.diagnostics_iw_samples = 100   # K of the diagnostics L_K
+    config.train.diagnostics_examples = 1000    # examples of the eval and train subsets
     config.train.verbose = "auto"             # Keras progress bar: auto | 0 | 1 | 2
 
     config.eval = ml_collections.ConfigDict()

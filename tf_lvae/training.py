@@ -11,6 +11,7 @@ import keras
 from absl import logging
 
 from tf_lvae import data
+from tf_lvae import diagnostics
 from tf_lvae import experiment_config
 from tf_lvae import model_dir as model_dir_lib
 
@@ -65,6 +66,7 @@ def train(config, model_dir, extra_callbacks=()):
     train_images = _load_split(config, config.data.train_split)
     eval_every = config.train.eval_every_epochs
     eval_images = _load_split(config, config.data.eval_split) if eval_every else None
+    diagnostics_callbacks = diagnostics.from_config(config, model_dir, train_images, eval_images)
     steps_per_epoch = len(train_images) // config.train.batch_size
     if steps_per_epoch < 1:
         raise experiment_config.ConfigError(
@@ -101,6 +103,7 @@ def train(config, model_dir, extra_callbacks=()):
         EpochCheckpoint(checkpoint, manager, model_dir, config.train.epochs),
         keras.callbacks.TensorBoard(os.path.join(model_dir, model_dir_lib.LOG_DIR),
                                     write_graph=False),
+        *diagnostics_callbacks,
         *extra_callbacks,
     ]
     verbose = config.train.verbose
