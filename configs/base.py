@@ -16,6 +16,7 @@ def base_config():
     config.data.train_split = "train"        # or "train+validation" (the paper's full train set)
     config.data.eval_split = "test"          # split evaluated during and after training
     config.data.num_validation = -1          # held-out examples; -1: the data set's default
+    config.data.max_train_examples = 0       # > 0: train on the first N only (smoke runs)
 
     config.model = ml_collections.ConfigDict()
     config.model.inference = "lvae"           # lvae | vae
@@ -37,10 +38,16 @@ def base_config():
     config.train.seed = 0
     config.train.jit_compile = True
     config.train.eval_every_epochs = 10       # L_1 on eval_split during training; 0 disables
+    # Scale-out and fault tolerance (docs/FAULT_TOLERANCE.md); batch_size is the global batch.
+    config.train.strategy = "default"         # default | mirrored | multi_worker (TF_CONFIG) | tpu
+    config.train.tpu = ""                     # TPU name or address for strategy=tpu
+    config.train.sync_batch_norm = False      # batch statistics over the global batch
+    config.train.checkpoint_every_steps = 500  # and at every epoch end; 0: epoch ends only
+    config.train.max_consecutive_skips = 10   # non-finite steps in a row before training stops
     config.train.diagnostics_every_epochs = 10  # small-K L_K, per-unit KL, images; 0 disables
     config.train.diagnostics_iw_samples = 100   # K of the diagnostics L_K
     config.train.diagnostics_examples = 1000    # examples of the eval and train subsets
-    config.train.verbose = "auto"             # Keras progress bar: auto | 0 | 1 | 2
+    config.train.verbose = 1                  # Keras: 1 progress bar, 2 one line per epoch, 0 silent
 
     config.eval = ml_collections.ConfigDict()
     config.eval.iw_samples = 5000

@@ -57,6 +57,10 @@ def validate_config(config):
     _require(isinstance(config.data.num_validation, int) and config.data.num_validation >= -1,
              f"data.num_validation must be an int >= 0 (or -1 for the data set's default), "
              f"got {config.data.num_validation!r}")
+    _require(isinstance(config.data.max_train_examples, int)
+             and config.data.max_train_examples >= 0,
+             f"data.max_train_examples must be an int >= 0 (0: all), got "
+             f"{config.data.max_train_examples!r}")
     train = config.train
     for field in ("epochs", "batch_size", "mc_samples", "iw_samples"):
         _require(isinstance(train[field], int) and train[field] >= 1,

@@ -10,10 +10,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tf_lvae import gaussian_math
+from tf_lvae.model_spec import ACTIVATIONS
 
 tfd = tfp.distributions
 
-ACTIVATIONS = ("leaky_relu", "tanh")
 LEAKY_RELU_SLOPE = 0.1  # the paper's max(x, 0.1 x)
 BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9
@@ -49,7 +49,7 @@ class MLPBlock(keras.layers.Layer):
                 h = self.norm_layers[i](h, training=training)
             if self.activation == "leaky_relu":
                 h = tf.nn.leaky_relu(h, alpha=LEAKY_RELU_SLOPE)
-            else:
+            elif self.activation == "tanh":
                 h = tf.tanh(h)
         return h
 

@@ -157,7 +157,9 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
 
         Returns a dict of tensors over num_samples * B rows:
           log_px:       log p(x | z_1)                        [S * B]
-          kl_per_unit:  analytic KL(q(z_i|.) || p(z_i|z_{i+1})) per layer, [[S * B, D_i]]
+          kl_per_unit:  KL(q(z_i|.) || p(z_i|z_{i+1})) per layer and unit, [[S * B, D_i]]:
+                        analytic where the parent z_{i+1} is drawn first (LVAE, top layer),
+                        the single-draw log q - log p otherwise (VAE layers below the top)
           log_pz_minus_log_qz: sum_i log p(z_i|z_{i+1}) - log q(z_i|.) at the draws [S * B]
         """
         if up_stats is None:
@@ -168,12 +170,18 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
         kl_per_unit, log_ratio = [], 0.0
         for i, draw in enumerate(draws):
             q, p = draw.posterior, draw.prior
+            log_q_minus_log_p = q.log_prob(draw.z) - p.log_prob(draw.z)
+            log_ratio -= tf.reduce_sum(log_q_minus_log_p, axis=-1)
             if i == len(draws) - 1:
                 kl_per_unit.append(gaussian_math.standard_normal_kl(q.loc, q.variance()))
-            else:
+            elif self.spec.inference == "lvae":
+                # z_{i+1} was drawn before z_i, so KL given the sampled parent is exact.
                 kl_per_unit.append(
                     gaussian_math.gaussian_kl(q.loc, q.variance(), p.loc, p.variance()))
-            log_ratio += tf.reduce_sum(p.log_prob(draw.z) - q.log_prob(draw.z), axis=-1)
+            else:
+                # VAE: the prior's parent z_{i+1} is drawn from q(z_{i+1} | z_i), after and
+                # depending on z_i, so an analytic KL given it would be biased: Monte-Carlo.
+                kl_per_unit.append(log_q_minus_log_p)
         return dict(log_px=log_px, kl_per_unit=kl_per_unit, log_pz_minus_log_qz=log_ratio)
 
     def log_weights(self, x, num_samples, up_stats=None, seed=None):

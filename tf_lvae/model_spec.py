@@ -4,6 +4,8 @@ import json
 
 INFERENCE_MODELS = ("lvae", "vae")
 LIKELIHOODS = ("bernoulli", "gaussian")
+# leaky_relu (MNIST, OMNIGLOT), tanh (NORB), linear (linear-Gaussian baselines and tests).
+ACTIVATIONS = ("leaky_relu", "tanh", "linear")
 PAPER_LATENT_SIZES = (64, 32, 16, 8, 4)
 PAPER_HIDDEN_SIZES = (512, 256, 128, 64, 32)
 
@@ -33,6 +35,9 @@ class ModelSpec:
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"model.likelihood must be one of {LIKELIHOODS}, "
                              f"got {self.likelihood!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation must be one of {ACTIVATIONS}, "
+                             f"got {self.activation!r}")
         if not self.latent_sizes:
             raise ValueError("model.latent_sizes must name at least one stochastic layer")
         if len(self.hidden_sizes) != len(self.latent_sizes):

@@ -1,37 +1,23 @@
 """Training a model from a config: data, model, Keras fit with checkpoints and resume.
 
 `train(config, model_dir)` is what `python -m tf_lvae.train` calls; tests call it too. A rerun
-with the same model_dir resumes from the latest checkpoint (weights, optimizer state, epoch),
-so warm-up and the learning-rate state continue where they stopped.
+with the same model_dir resumes from the latest checkpoint (weights, optimizer state, epoch and
+batch within it), so warm-up, the data order and the noise continue where they stopped
+(fault_tolerance.py). `config.train.strategy` picks a tf.distribute strategy (distribute.py).
 """
 import os
 import pathlib
 
 import keras
+import tensorflow as tf
 from absl import logging
 
 from tf_lvae import data
 from tf_lvae import diagnostics
+from tf_lvae import distribute
 from tf_lvae import experiment_config
+from tf_lvae import fault_tolerance
 from tf_lvae import model_dir as model_dir_lib
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model + optimizer + epoch counter at the end of every epoch."""
-
-    def __init__(self, checkpoint, manager, model_dir, total_epochs):
-        super().__init__()
-        self.checkpoint, self.manager = checkpoint, manager
-        self.model_dir, self.total_epochs = model_dir, total_epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.checkpoint.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
-        model_dir_lib.write_json_atomically(
-            os.path.join(self.model_dir, model_dir_lib.STATE_FILE),
-            dict(epochs_completed=epoch + 1, epochs=self.total_epochs,
-                 finished=epoch + 1 >= self.total_epochs,
-                 last_metrics={k: float(v) for k, v in (logs or {}).items()}))
 
 
 def _prepare_model_dir(model_dir, config, spec):
@@ -61,9 +47,19 @@ def train(config, model_dir, extra_callbacks=()):
     touched.
     """
     experiment_config.validate_config(config)
+    fault_tolerance.validate_config(config)
+
+    def option(name):
+        return fault_tolerance.train_option(config, name)
+
+    # First, before any other TensorFlow op: multi_worker configures the collective runtime.
+    strategy = distribute.make_strategy(option("strategy"), option("tpu"))
+    chief = distribute.is_chief(strategy)  # only the chief writes the model_dir
     spec = experiment_config.model_spec(config)
     data_spec = data.get_spec(config.data.dataset)
     train_images = _load_split(config, config.data.train_split)
+    if config.data.max_train_examples > 0:
+        train_images = train_images[:config.data.max_train_examples]
     eval_every = config.train.eval_every_epochs
     eval_images = _load_split(config, config.data.eval_split) if eval_every else None
     diagnostics_callbacks = diagnostics.from_config(config, model_dir, train_images, eval_images)
@@ -72,43 +68,64 @@ def train(config, model_dir, extra_callbacks=()):
         raise experiment_config.ConfigError(
             f"train.batch_size={config.train.batch_size} is larger than the "
             f"{len(train_images)} training examples of {config.data.train_split!r}")
+    if config.train.batch_size % strategy.num_replicas_in_sync:
+        raise experiment_config.ConfigError(
+            f"train.batch_size={config.train.batch_size} (the global batch) must be a multiple "
+            f"of the {strategy.num_replicas_in_sync} replicas of strategy "
+            f"{option('strategy')!r}")
 
-    _prepare_model_dir(model_dir, config, spec)
+    if chief:
+        _prepare_model_dir(model_dir, config, spec)
+    else:  # other workers' diagnostics would write the chief's files again
+        diagnostics_callbacks = []
     keras.utils.set_random_seed(config.train.seed)
-    model = model_dir_lib.build_model(spec)
-    model.configure_objective(config.train.mc_samples, config.train.iw_samples,
-                              config.train.warmup_epochs * steps_per_epoch)
-    optimizer = keras.optimizers.Adam(config.train.learning_rate,
-                                      epsilon=config.train.adam_epsilon)
-    model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
-    optimizer.build(model.trainable_variables)
+    with strategy.scope():
+        model = model_dir_lib.build_model(spec)
+        if option("sync_batch_norm"):
+            distribute.synchronize_batch_norm(model)
+        model.configure_objective(config.train.mc_samples, config.train.iw_samples,
+                                  config.train.warmup_epochs * steps_per_epoch,
+                                  noise_seed=config.train.seed)
+        optimizer = keras.optimizers.Adam(config.train.learning_rate,
+                                          epsilon=config.train.adam_epsilon)
+        model.compile(optimizer=optimizer,
+                      jit_compile=distribute.jit_compile_for(strategy, config.train.jit_compile))
+        optimizer.build(model.trainable_variables)
 
-    checkpoint = model_dir_lib.make_checkpoint(model, optimizer)
-    manager = model_dir_lib.checkpoint_manager(checkpoint, model_dir)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_consumed()
-        logging.info("resuming from %s (epoch %d)", manager.latest_checkpoint,
-                     int(checkpoint.epoch.numpy()))
-    initial_epoch = int(checkpoint.epoch.numpy())
-    if initial_epoch >= config.train.epochs:
+    state = fault_tolerance.TrainingCheckpoint(
+        model, optimizer, model_dir,
+        write_dir=None if chief else distribute.worker_scratch_dir(strategy))
+    resume = state.restore()
+    if resume and resume.epoch >= config.train.epochs:
         logging.info("%s already trained for %d epochs; nothing to do", model_dir,
-                     initial_epoch)
+                     resume.epoch)
+        state.close()
         return model, None
 
-    train_ds = data.make_dataset(train_images, data_spec, config.train.batch_size,
-                                 shuffle=True, seed=config.train.seed, drop_remainder=True)
+    with tf.device("/CPU:0"):  # one copy, captured by every epoch's dataset
+        train_tensor = tf.convert_to_tensor(train_images, tf.float32)
+
+    def epoch_dataset(epoch):  # epoch e's order and bits depend on (seed, e) only
+        return data.make_dataset(train_tensor, data_spec, config.train.batch_size, shuffle=True,
+                                 seed=config.train.seed, epoch=epoch, drop_remainder=True)
+
     eval_ds = (data.make_dataset(eval_images, data_spec, config.eval.batch_size)
                if eval_every else None)
     callbacks = [
-        EpochCheckpoint(checkpoint, manager, model_dir, config.train.epochs),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, model_dir_lib.LOG_DIR),
-                                    write_graph=False),
+        fault_tolerance.ResumableCheckpoint(
+            state, steps_per_epoch, config.train.epochs, option("checkpoint_every_steps"),
+            option("max_consecutive_skips"), resume,
+            os.path.join(model_dir, model_dir_lib.STATE_FILE) if chief else None),
+        *([keras.callbacks.TensorBoard(os.path.join(model_dir, model_dir_lib.LOG_DIR),
+                                       write_graph=False)] if chief else []),
         *diagnostics_callbacks,
         *extra_callbacks,
     ]
-    verbose = config.train.verbose
-    history = model.fit(train_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                        validation_data=eval_ds, validation_freq=max(eval_every, 1),
-                        callbacks=callbacks, verbose=int(verbose) if verbose != "auto" else
-                        "auto")
+    try:
+        history = fault_tolerance.fit_resumable(
+            model, epoch_dataset, resume, config.train.epochs, steps_per_epoch,
+            validation_data=eval_ds, validation_freq=max(eval_every, 1),
+            callbacks=callbacks, verbose=config.train.verbose)
+    finally:
+        state.close()
     return model, history

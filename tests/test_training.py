@@ -1,0 +1,99 @@
+"""Real training runs on the shipped binarized MNIST: learning, warm-up, resume."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from tf_lvae import data, training
+from tf_lvae import experiment_config
+from tf_lvae.evaluation import evaluate_images
+from tf_lvae.model_dir import STATE_FILE, build_model, load_model
+from tf_lvae.training_step import warmup_beta
+
+
+def test_warmup_beta_rises_linearly_then_stays_at_one():
+    values = [float(warmup_beta(step, 100)) for step in (0, 25, 50, 100, 1000)]
+    assert values == pytest.approx([0.0, 0.25, 0.5, 1.0, 1.0])
+    assert float(warmup_beta(0, 0)) == 1.0  # N = 0 disables warm-up
+
+
+def test_short_training_run_clearly_improves_the_test_elbo(tmp_path):
+    config = tiny_config(epochs=3)
+    test_images = data.load_arrays("binarized_mnist", "test")[0][:1000]
+    keras.utils.set_random_seed(config.train.seed)
+    untrained = build_model(experiment_config.model_spec(config))
+    before = evaluate_images(untrained, test_images, iw_samples=1, verbose=0)["elbo"]
+
+    model, history = training.train(config, str(tmp_path / "run"))
+    after = evaluate_images(model, test_images, iw_samples=1, verbose=0)["elbo"]
+    assert before < -400                     # an untrained model is near chance (-543 nats)
+    assert after > before + 200
+    assert after > -300
+    assert history.history["elbo"][2] > history.history["elbo"][0]
+    assert history.history["beta"][0] < 1.0 and history.history["beta"][2] == 1.0
+
+
+def test_training_resumes_from_the_last_checkpoint_after_an_interruption(tmp_path):
+    model_dir = str(tmp_path / "run")
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise KeyboardInterrupt("simulated interruption after the first epoch")
+
+    config = tiny_config(epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, model_dir, extra_callbacks=[Interrupt()])
+    state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
+    assert state["epochs_completed"] == 1 and not state["finished"]
+    _, _, epochs = load_model(model_dir)
+    assert epochs == 1
+
+    model, history = training.train(config, model_dir)
+    assert history.epoch == [1]               # only the missing epoch ran
+    steps_per_epoch = config.data.max_train_examples // config.train.batch_size
+    assert int(model.optimizer.iterations.numpy()) == 2 * steps_per_epoch
+    state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
+    assert state["epochs_completed"] == 2 and state["finished"]
+
+    # A third run has nothing left to do and leaves the trained weights untouched.
+    before = [w.numpy() for w in load_model(model_dir)[0].weights]
+    _, history = training.train(config, model_dir)
+    assert history is None
+    after = [w.numpy() for w in load_model(model_dir)[0].weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_a_model_dir_of_another_architecture_is_refused(tmp_path, trained_model_dir):
+    config = tiny_config()
+    config.model.latent_sizes = (4,)
+    config.model.hidden_sizes = (16,)
+    with pytest.raises(ValueError, match="different model"):
+        training.train(config, str(trained_model_dir))
+
+
+def test_layers_shortcut_keeps_the_bottom_layers():
+    from tf_lvae.configs import mnist
+    config = experiment_config.apply_shortcuts(mnist.get_config(), layers=3, model="vae")
+    assert tuple(config.model.latent_sizes) == (64, 32, 16)
+    assert tuple(config.model.hidden_sizes) == (512, 256, 128)
+    assert config.model.inference == "vae"
+    with pytest.raises(experiment_config.ConfigError, match="--layers must be between 1 and 5"):
+        experiment_config.apply_shortcuts(mnist.get_config(), layers=6)
+
+
+@pytest.mark.parametrize("section, field, value, message", [
+    ("train", "epochs", 0, "train.epochs must be an integer >= 1"),
+    ("train", "learning_rate", -1.0, "train.learning_rate must be > 0"),
+    ("model", "inference", "gan", "model.inference must be one of"),
+    ("model", "hidden_sizes", (512,), "one width per stochastic layer"),
+    ("data", "dataset", "cifar", "unknown dataset 'cifar'"),
+    ("data", "train_split", "everything", "data.train_split must be one of"),
+])
+def test_bad_config_values_get_specific_errors(section, field, value, message):
+    config = tiny_config()
+    config[section][field] = value
+    with pytest.raises(experiment_config.ConfigError, match=message):
+        experiment_config.validate_config(config)
