@@ -11,5 +11,5 @@ def get_config():
     config.train.epochs = 10
     config.train.warmup_epochs = 5
     config.train.eval_every_epochs = 5
-    config.eval.iw_samples = 1000
+    config.eval.iw_samples = 500
     return config
