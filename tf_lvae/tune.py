@@ -1,0 +1,74 @@
+"""Search LVAE / VAE hyperparameters with keras-tuner.
+
+    python -m tf_lvae.tune --dataset=binarized_mnist --max_trials=20 --model_dir=runs/tune
+    python -m tf_lvae.tune --dataset=binarized_mnist --tuner=hyperband --model_dir=runs/hb
+    python -m tf_lvae.tune --search_space=configs/search_space.py:smoke --model_dir=runs/smoke
+    python -m tf_lvae.evaluate --model_dir=runs/tune/best --split=test
+
+--dataset picks the experiment config configs/<dataset>.py (override with --config=FILE and
+--config.<section>.<field>=VALUE); the search space is --search_space=configs/search_space.py
+(override with --search_space.hparams.learning_rate.max=1e-2 etc.; see that file). The objective
+is L_K on the validation split (search_space.objective). Prints the results table and writes
+MODEL_DIR/results.{csv,json}; the best trial's model_dir is copied to MODEL_DIR/best. Rerunning
+with the same --model_dir resumes the search.
+"""
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from tf_lvae import cli
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(argv):
+    from tf_lvae import configs
+    dataset = cli._dataset_in_argv(argv) or cli.DEFAULT_DATASET
+    try:
+        default_config = configs.config_file(dataset)
+    except ValueError:  # unknown data set: validation names the error
+        default_config = configs.config_file(cli.DEFAULT_DATASET)
+    config_flags.DEFINE_config_file(
+        "config", str(default_config), "Experiment config the trials start from (default: "
+        "configs/<dataset>.py).", lock_config=True)
+    config_flags.DEFINE_config_file(
+        "search_space", str(configs.CONFIG_DIR / "search_space.py"),
+        "Search-space config (hyperparameters, per-trial epochs, objective, tuner).",
+        lock_config=True)
+    flags.DEFINE_string("dataset", None, "Data set: mnist, binarized_mnist, omniglot, norb, "
+                        "fashion_mnist (default: the config's).")
+    flags.DEFINE_string("data_dir", None, "Folder with the data set's files (works offline).")
+    flags.DEFINE_enum("tuner", None, ["random", "bayesian", "hyperband"],
+                      "keras-tuner algorithm (default: search_space.tuner.kind).")
+    flags.DEFINE_integer("max_trials", None, "Trials to run in all (default: "
+                         "search_space.tuner.max_trials); raise it to extend a search.")
+    flags.DEFINE_string("model_dir", "runs/tune", "Where the search, results and best model "
+                        "go; rerunning with the same model_dir resumes.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from tf_lvae import experiment_config, tuning  # imported late so --help stays fast
+    with cli.clear_errors():
+        config = FLAGS.config
+        with config.unlocked():
+            experiment_config.apply_shortcuts(config, dataset=FLAGS.dataset,
+                                              data_dir=FLAGS.data_dir)
+        experiment_config.validate_config(config)
+        if FLAGS.max_trials is not None and FLAGS.max_trials < 1:
+            raise ValueError(f"--max_trials must be >= 1, got {FLAGS.max_trials}")
+        _, results = tuning.run_search(config, FLAGS.search_space, FLAGS.model_dir,
+                                       kind=FLAGS.tuner, max_trials=FLAGS.max_trials)
+    if results["best_trial"] is None:
+        print("error: no trial completed; see the errors above", file=sys.stderr)
+        sys.exit(1)
+    print(f"results in {FLAGS.model_dir}/results.csv and results.json; best model in "
+          f"{results['best_dir']}")
+
+
+if __name__ == "__main__":
+    define_flags(sys.argv)
+    app.run(main)
