@@ -192,15 +192,26 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self.writer.flush()
 
 
+def subset_indices(num_examples, count, seed=0):
+    """Sorted indices of a fixed random subset of `count` examples (all when count >= N).
+
+    Random, not the first `count`: some splits are ordered by class (binarized MNIST's test
+    split holds all zeros first).
+    """
+    if count >= num_examples:
+        return np.arange(num_examples)
+    return np.sort(np.random.default_rng(seed).permutation(num_examples)[:count])
+
+
 def _subset(images, count):
-    return np.asarray(images[:count], np.float32)
+    return np.asarray(images[subset_indices(len(images), count)], np.float32)
 
 
 def from_config(config, model_dir, train_images, eval_images=None):
     """The diagnostics callbacks a config asks for ([] when train.diagnostics_every_epochs=0).
 
-    Subsets: the first `train.diagnostics_examples` examples of the eval split and of the
-    training split (binarized once with a fixed seed when the data set binarizes
+    Subsets: `train.diagnostics_examples` examples drawn once (seed 0) from the eval split
+    and from the training split (binarized once with a fixed seed when the data set binarizes
     dynamically, as the eval splits are).
     """
     train = config.train
