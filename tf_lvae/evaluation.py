@@ -14,26 +14,57 @@ from tf_lvae import bounds
 from tf_lvae.metrics import ACTIVE_UNIT_THRESHOLD
 
 
+def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None):
+    """L_K (eq. 6) per example [B] of images [B, h, w, c], streamed in chunks of samples.
+
+    num_samples (K) is a Python int (static chunks, XLA-compilable: what evaluate_images
+    uses) or an int32 scalar tensor (a serving input: chunks of dynamic size). With seed=None
+    the samples come from the global RNG; an int32 scalar seed makes the bound reproducible
+    (each chunk draws with a stateless seed derived from (seed, chunk index)).
+    """
+    x = model.flatten_images(images)
+    up_stats = model.bottom_up(x, training=False)
+    state = bounds.running_logsumexp_init(tf.shape(x)[:1])
+
+    def chunk_log_weights(index, size):
+        chunk_seed = None if seed is None else tf.random.stateless_uniform(
+            [], seed=tf.stack([tf.cast(seed, tf.int32), index]), minval=None, maxval=None,
+            dtype=tf.int32)
+        return model.log_weights(x, size, up_stats=up_stats, seed=chunk_seed)
+
+    if tf.is_tensor(num_samples):
+        total = tf.cast(num_samples, tf.int32)
+
+        def dynamic_body(done, max_so_far, sum_so_far):
+            size = tf.minimum(chunk_size, total - done)
+            chunk = chunk_log_weights(done // chunk_size, size)
+            return (done + size,) + bounds.running_logsumexp_update((max_so_far, sum_so_far),
+                                                                    chunk)
+
+        _, *state = tf.while_loop(lambda done, *_: done < total, dynamic_body,
+                                  (tf.constant(0), *state))
+        # running_logsumexp_result takes a Python count: divide by the tensor K here.
+        return (bounds.running_logsumexp_result(tuple(state), 1)
+                - tf.math.log(tf.cast(total, tf.float32)))
+
+    full_chunks, remainder = divmod(int(num_samples), chunk_size)
+
+    def body(i, max_so_far, sum_so_far):
+        chunk = chunk_log_weights(i, chunk_size)
+        return (i + 1,) + bounds.running_logsumexp_update((max_so_far, sum_so_far), chunk)
+
+    if full_chunks:
+        _, *state = tf.while_loop(lambda i, *_: i < full_chunks, body, (tf.constant(0), *state))
+    if remainder:
+        state = bounds.running_logsumexp_update(tuple(state),
+                                                chunk_log_weights(full_chunks, remainder))
+    return bounds.running_logsumexp_result(tuple(state), num_samples)
+
+
 def _make_iw_bound_fn(model, num_samples, chunk_size, jit_compile):
     """Returns f(images [B, h, w, c]) -> L_K per example [B], compiled once per (K, chunk)."""
-    full_chunks, remainder = divmod(num_samples, chunk_size)
-
     def iw_bound(images):
-        x = model.flatten_images(images)
-        up_stats = model.bottom_up(x, training=False)
-        state = bounds.running_logsumexp_init(tf.shape(x)[:1])
-
-        def body(i, max_so_far, sum_so_far):
-            chunk = model.log_weights(x, chunk_size, up_stats=up_stats)
-            return (i + 1,) + bounds.running_logsumexp_update((max_so_far, sum_so_far), chunk)
-
-        if full_chunks:
-            _, *state = tf.while_loop(lambda i, *_: i < full_chunks, body,
-                                      (tf.constant(0), *state))
-        if remainder:
-            state = bounds.running_logsumexp_update(
-                tuple(state), model.log_weights(x, remainder, up_stats=up_stats))
-        return bounds.running_logsumexp_result(tuple(state), num_samples)
+        return iw_bound_per_example(model, images, num_samples, chunk_size)
 
     return tf.function(iw_bound, jit_compile=jit_compile, reduce_retracing=True)
 

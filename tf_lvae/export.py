@@ -1,0 +1,48 @@
+"""Export a trained model as a versioned SavedModel for TF Serving.
+
+    python -m tf_lvae.export --model_dir=runs/quick --export_dir=exports/lvae
+    python -m tf_lvae.export --model_dir=runs/quick --export_dir=exports/lvae --version=7 \
+        --max_num_samples=64 --max_iw_samples=1000
+
+Writes EXPORT_DIR/<version>/saved_model.pb (+ variables/), the layout TF Serving watches;
+<version> defaults to one more than the largest version already there. Signatures: encode,
+sample, decode, reconstruct, log_likelihood (see tf_lvae/serving.py, export/README.md).
+Prints the path of the new version on the last line.
+"""
+import sys
+
+from absl import app
+from absl import flags
+
+from tf_lvae import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A model_dir trained by tf_lvae.train.", required=True)
+flags.DEFINE_string("export_dir", None, "Folder of versioned SavedModels (TF Serving's "
+                    "model base path).", required=True)
+flags.DEFINE_integer("version", None, "Version number (default: the next free one).")
+flags.DEFINE_integer("max_num_samples", 1000, "Cap of `sample`'s num_samples.")
+flags.DEFINE_integer("max_iw_samples", 5000, "Cap of `log_likelihood`'s num_samples (K).")
+flags.DEFINE_integer("iw_chunk_size", 100, "Importance samples per chunk of `log_likelihood` "
+                     "(memory ~ batch * chunk).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    with cli.clear_errors():
+        from tf_lvae import serving, versioned_export  # imported late: --help stays fast
+        limits = serving.ServingLimits(FLAGS.max_num_samples, FLAGS.max_iw_samples,
+                                       FLAGS.iw_chunk_size)
+        try:
+            path = versioned_export.export_model_dir(FLAGS.model_dir, FLAGS.export_dir,
+                                                     FLAGS.version, limits)
+        except versioned_export.ExportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        print(f"exported signatures {', '.join(serving.SIGNATURES)} to", file=sys.stderr)
+        print(path)
+
+
+if __name__ == "__main__":
+    app.run(main)
