@@ -104,11 +104,12 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         subsets, binarized where the data set is binary.
       every_epochs: evaluation period in epochs (the last epoch is always evaluated).
       iw_samples: K of the L_K computed at each evaluation.
+      total_epochs: the run's last epoch, always evaluated (default: that of model.fit).
       num_images: prior samples and reconstructions in each image summary.
     """
 
-    def __init__(self, model_dir, subsets, every_epochs=10, iw_samples=100, num_images=64,
-                 seed=0, batch_size=256, jit_compile=True, split_names=None):
+    def __init__(self, model_dir, subsets, every_epochs=10, iw_samples=100, total_epochs=None,
+                 num_images=64, seed=0, batch_size=256, jit_compile=True, split_names=None):
         super().__init__()
         if every_epochs < 1 or iw_samples < 1:
             raise ValueError(f"diagnostics need every_epochs >= 1 and iw_samples >= 1, got "
@@ -119,6 +120,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self.subsets = subsets
         self.split_names = split_names or {name: name for name in subsets}
         self.every_epochs, self.iw_samples = int(every_epochs), int(iw_samples)
+        self.total_epochs = total_epochs
         self.num_images, self.seed = num_images, seed
         self.batch_size, self.jit_compile = batch_size, jit_compile
         self._writer = None
@@ -131,16 +133,16 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         return self._writer
 
     def on_train_begin(self, logs=None):
-        # A fresh run (no epoch completed, as train() resumes from) is evaluated at epoch 0.
-        state = model_dir_lib.read_json(self.model_dir / model_dir_lib.STATE_FILE, default={})
-        if not state.get("epochs_completed"):
+        # A fresh run (no checkpoint written yet) is evaluated before its first update.
+        if not (self.model_dir / model_dir_lib.STATE_FILE).exists():
             self.evaluate(0)
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
         record = {"epoch": done, **{k: float(v) for k, v in (logs or {}).items()}}
         _append_record(self.model_dir / DIAGNOSTICS_DIR / HISTORY_FILE, record)
-        if done % self.every_epochs == 0 or done == self.params.get("epochs"):
+        if done % self.every_epochs == 0 or done == (self.total_epochs or
+                                                     self.params.get("epochs")):
             self.evaluate(done)
 
     def on_train_end(self, logs=None):
@@ -239,5 +241,6 @@ def from_config(config, model_dir, train_images, eval_images=None):
     names = {"eval": config.data.eval_split, "train": config.data.train_split}
     return [TrainingDiagnostics(
         os.fspath(model_dir), subsets, every_epochs=every, iw_samples=iw_samples,
+        total_epochs=train.epochs,
         seed=config.train.seed, batch_size=config.eval.batch_size,
         jit_compile=config.train.jit_compile, split_names=names)]

@@ -202,12 +202,11 @@ def latent_pca(latents, labels=None, note=None, class_names=None):
         kwargs = dict(s=4, alpha=0.6, linewidths=0)
         if labels is None:
             ax.scatter(projected[:, 0], projected[:, 1], color="0.3", **kwargs)
-        else:
+        else:  # tab10: one colour per class up to 10 classes; more get a continuous map
             num_classes = int(np.max(labels)) + 1
             scatter = ax.scatter(projected[:, 0], projected[:, 1], c=labels,
-                                 cmap="tab10" if num_classes <= 10 else "turbo",
-                                 vmin=-0.5, vmax=max(num_classes, 10) - 0.5
-                                 if num_classes <= 10 else num_classes - 0.5, **kwargs)
+                                 cmap="tab10" if num_classes <= 10 else "turbo", vmin=-0.5,
+                                 vmax=max(num_classes, 10) - 0.5, **kwargs)
         ax.set_title(f"$z_{i + 1}$ ({z.shape[1]} units)", fontsize=10)
         ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}% var.)", fontsize=8)
         ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}% var.)", fontsize=8)
