@@ -37,6 +37,8 @@ def _row(tuner, trial, names, default_epochs):
                val_iw_bound=trial.score if completed else None, val_elbo=last("val_elbo"),
                seconds=run.get("seconds"), epochs=values.get("tuner/epochs", default_epochs),
                skipped_steps=last("skipped_steps"))
+    if "tuner/epochs" in values:  # Hyperband: the trial whose training this one continued
+        row["from_trial"] = values.get("tuner/trial_id")
     row.update({name: values.get(name) for name in names})
     row["error"] = "" if completed else (run.get("error") or _last_line(trial.message))
     return row
