@@ -36,7 +36,8 @@ def _row(tuner, trial, names, default_epochs):
     row = dict(trial=trial.trial_id, status=trial.status,
                val_iw_bound=trial.score if completed else None, val_elbo=last("val_elbo"),
                seconds=run.get("seconds"), epochs=values.get("tuner/epochs", default_epochs),
-               skipped_steps=last("skipped_steps"))
+               skipped_steps=None if last("skipped_steps") is None
+               else int(last("skipped_steps")))  # keras-tuner stores metrics as floats
     if "tuner/epochs" in values:  # Hyperband: the trial whose training this one continued
         row["from_trial"] = values.get("tuner/trial_id")
     row.update({name: values.get(name) for name in names})
