@@ -19,6 +19,7 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.6",
         "importlib_resources",  # TFDS needs it to build data sets from local files
         "keras-tuner>=1.4.7",
+        "scikit-learn",  # keras-tuner's Bayesian optimisation
         "tensorboard",
         "absl-py",
         "ml-collections>=0.1.1",

@@ -17,16 +17,22 @@ from absl import flags
 from tf_lvae import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A model_dir written by tf_lvae.train.", required=True)
-flags.DEFINE_integer("iw_samples", None, "K of L_K (default: the model's config, eval.iw_samples).")
-flags.DEFINE_string("split", None, "train | validation | test | train+validation "
-                    "(default: the config's data.eval_split).")
-flags.DEFINE_string("data_dir", None, "Folder with the data set's files (default: as trained).")
-flags.DEFINE_integer("chunk_size", None, "Importance samples per chunk (memory ~ batch*chunk).")
-flags.DEFINE_integer("iw_batch_size", None, "Examples per L_K batch.")
-flags.DEFINE_integer("max_examples", None, "Evaluate only the first N examples of the split.")
-flags.DEFINE_integer("seed", 0, "Seed of the posterior samples.")
-flags.DEFINE_string("output", None, "Where to write the JSON (default: inside model_dir).")
+
+
+def define_flags():
+    """Flags of this CLI; defined only when run as a program, so importing is side-effect free."""
+    flags.DEFINE_string("model_dir", None, "A model_dir written by tf_lvae.train.", required=True)
+    flags.DEFINE_integer("iw_samples", None,
+                         "K of L_K (default: the model's config, eval.iw_samples).")
+    flags.DEFINE_string("split", None, "train | validation | test | train+validation "
+                        "(default: the config's data.eval_split).")
+    flags.DEFINE_string("data_dir", None,
+                        "Folder with the data set's files (default: as trained).")
+    flags.DEFINE_integer("chunk_size", None, "Importance samples per chunk (memory ~ batch*chunk).")
+    flags.DEFINE_integer("iw_batch_size", None, "Examples per L_K batch.")
+    flags.DEFINE_integer("max_examples", None, "Evaluate only the first N examples of the split.")
+    flags.DEFINE_integer("seed", 0, "Seed of the posterior samples.")
+    flags.DEFINE_string("output", None, "Where to write the JSON (default: inside model_dir).")
 
 
 def evaluate_model_dir(model_dir, iw_samples=None, split=None, data_dir=None, chunk_size=None,
@@ -80,4 +86,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
