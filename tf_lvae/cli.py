@@ -42,6 +42,10 @@ def define_training_flags(argv):
     flags.DEFINE_integer("layers", None, "Keep the bottom N stochastic layers of "
                          "64-32-16-8-4.")
     flags.DEFINE_integer("batch_size", None, "Shortcut for --config.train.batch_size.")
+    flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker", "tpu"],
+                      "tf.distribute strategy (shortcut for --config.train.strategy): mirrored "
+                      "= all local GPUs, multi_worker = the cluster in TF_CONFIG; batch_size "
+                      "stays the global batch.")
 
 
 def resolved_config():
@@ -52,16 +56,19 @@ def resolved_config():
         experiment_config.apply_shortcuts(
             config, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, epochs=FLAGS.epochs,
             model=FLAGS.model, layers=FLAGS.layers, batch_size=FLAGS.batch_size)
+        if FLAGS.strategy is not None:
+            config.train.strategy = FLAGS.strategy
     return experiment_config.validate_config(config)
 
 
 @contextlib.contextmanager
 def clear_errors():
     """Print expected errors (bad config, missing data, bad model_dir) without a traceback."""
-    from tf_lvae import data, experiment_config, model_dir
+    from tf_lvae import data, experiment_config, fault_tolerance, model_dir
     try:
         yield
     except (experiment_config.ConfigError, data.DataNotFoundError,
-            model_dir.ModelDirError, ValueError, FileNotFoundError) as error:
+            model_dir.ModelDirError, ValueError, FileNotFoundError,
+            fault_tolerance.NonFiniteTrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

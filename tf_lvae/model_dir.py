@@ -4,12 +4,16 @@
       config.json            the resolved experiment config
       model_spec.json        the architecture (tf_lvae.model_spec.ModelSpec)
       training_state.json    epochs completed, whether training finished
-      checkpoints/           tf.train.CheckpointManager: model, optimizer, epoch counter
+      checkpoints/           tf.train.CheckpointManager (newest 3): model, optimizer, epochs and
+                             batches done, metric accumulators (fault_tolerance.TrainingCheckpoint);
+                             damaged/ holds checkpoints that failed to restore
       logs/                  TensorBoard scalars (train/ and validation/)
 """
+import contextlib
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 
 import tensorflow as tf
@@ -36,6 +40,31 @@ def write_json_atomically(path, payload):
         json.dump(payload, handle, indent=2, sort_keys=True)
         handle.write("\n")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Write a directory (an export, a SavedModel) all at once or not at all.
+
+    Yields a temporary folder beside `path`; when the block finishes it is renamed to `path`.
+    An existing `path` is renamed aside first and deleted after (a crash between the two renames
+    leaves it as .<name>.old-<pid>). If the block raises, `path` is untouched.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json(path, default=None):
@@ -88,12 +117,16 @@ def load_model(model_dir):
     if not os.path.isdir(model_dir):
         raise ModelDirError(f"model_dir {model_dir!r} does not exist")
     spec = read_spec(model_dir)
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
-    if latest is None:
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, CHECKPOINT_DIR))
+    if state is None or not state.all_model_checkpoint_paths:
         raise ModelDirError(f"{model_dir} has no trained checkpoint in {CHECKPOINT_DIR}/ "
                             "(did training run for at least one epoch?)")
     model = build_model(spec)
     checkpoint = make_checkpoint(model)
-    checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
+    # The newest checkpoint that reads back whole, with finite values (imported here because
+    # fault_tolerance builds on this module).
+    from tf_lvae import fault_tolerance
+    fault_tolerance.restore_newest_valid(checkpoint, state.all_model_checkpoint_paths,
+                                         partial=True)
     config = read_json(pathlib.Path(model_dir) / CONFIG_FILE, default={})
     return model, config, int(checkpoint.epoch.numpy())

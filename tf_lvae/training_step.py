@@ -5,11 +5,18 @@ Training maximises eq. 6 with S Monte-Carlo and K importance samples per example
 and for K = 1 uses the analytic per-layer KL instead (lower variance):
     L = 1/S sum_s [log p(x|z_s) - beta * sum_i KL_i].
 beta rises linearly from 0 to 1 over the warm-up steps (the paper's N_t epochs).
+
+Under a tf.distribute strategy each replica's loss is divided by the number of replicas (the
+optimizer sums their gradients). A step whose loss or gradients are not finite on any replica
+changes nothing (weights, optimizer state, BatchNorm statistics, metrics) and is counted in
+the `skipped_steps` metric. With a noise seed set, the posterior noise of a step is a pure
+function of (seed, optimizer step, replica), so a resumed run draws what an uninterrupted one did.
 """
 import keras
 import tensorflow as tf
 
 from tf_lvae import bounds
+from tf_lvae import distribute
 from tf_lvae.metrics import ActiveUnits
 
 
@@ -37,18 +44,21 @@ class TrainStepMixin:
     mc_samples = 1
     iw_samples = 1
     warmup_steps = 0
+    noise_seed = None  # None: posterior noise from the global RNG (not reproducible on resume)
 
-    def configure_objective(self, mc_samples=1, iw_samples=1, warmup_steps=0):
+    def configure_objective(self, mc_samples=1, iw_samples=1, warmup_steps=0, noise_seed=None):
         if mc_samples < 1 or iw_samples < 1 or warmup_steps < 0:
             raise ValueError("mc_samples and iw_samples must be >= 1 and warmup_steps >= 0, got "
                              f"{mc_samples}, {iw_samples}, {warmup_steps}")
         self.mc_samples, self.iw_samples = int(mc_samples), int(iw_samples)
         self.warmup_steps = int(warmup_steps)
+        self.noise_seed = None if noise_seed is None else int(noise_seed)
 
     def _build_trackers(self):
         num_layers = self.spec.num_layers
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in ("loss", "elbo", "log_px", "kl", "beta")}
+        self.trackers["skipped_steps"] = keras.metrics.Sum(name="skipped_steps")
         for i in range(num_layers):
             self.trackers[f"kl_{i + 1}"] = keras.metrics.Mean(name=f"kl_{i + 1}")
         self.active_unit_trackers = [
@@ -61,7 +71,7 @@ class TrainStepMixin:
             return []
         return list(self.trackers.values()) + list(self.active_unit_trackers)
 
-    def _record(self, terms, objective, beta):
+    def _update_metrics(self, terms, objective, beta):
         kl_per_layer = [tf.reduce_sum(kl, axis=-1) for kl in terms["kl_per_unit"]]
         total_kl = tf.add_n(kl_per_layer)
         self.trackers["loss"].update_state(-tf.reduce_mean(objective))
@@ -72,7 +82,13 @@ class TrainStepMixin:
         for i, (kl, kl_units) in enumerate(zip(kl_per_layer, terms["kl_per_unit"])):
             self.trackers[f"kl_{i + 1}"].update_state(tf.reduce_mean(kl))
             self.active_unit_trackers[i].update_state(kl_units)
-        return {m.name: m.result() for m in self.metrics}
+
+    def _record(self, terms, objective, beta):
+        self._update_metrics(terms, objective, beta)
+        return self._step_results()
+
+    def _step_results(self):
+        return distribute.step_logs({m.name: m.result() for m in self.metrics})
 
     @staticmethod
     def _images(data):
@@ -80,16 +96,34 @@ class TrainStepMixin:
 
     def train_step(self, data):
         x = self.flatten_images(self._images(data))
-        beta = warmup_beta(self.optimizer.iterations, self.warmup_steps)
+        step = self.optimizer.iterations
+        beta = warmup_beta(step, self.warmup_steps)
+        seed = (None if self.noise_seed is None
+                else distribute.replica_seed(self.noise_seed, step))
+        # The forward pass updates BatchNorm's moving statistics: keep them for a skipped step.
+        saved_statistics = [tf.identity(v) for v in self.non_trainable_weights]
         with tf.GradientTape() as tape:
-            terms = self.evaluate_terms(x, self.mc_samples * self.iw_samples, training=True)
+            terms = self.evaluate_terms(x, self.mc_samples * self.iw_samples, training=True,
+                                        seed=seed)
             objective = training_objective(terms, self.mc_samples, self.iw_samples, beta)
             loss = -tf.reduce_mean(objective)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return self._record(terms, objective, beta)
+            # The optimizer sums the replicas' gradients: 1/R makes it the global mean's.
+            replica_loss = loss / distribute.num_replicas()
+        gradients = tape.gradient(replica_loss, self.trainable_variables)
+        finite = distribute.all_replicas_true(distribute.all_finite([loss, *gradients]))
+        distribute.apply_gradients_if(finite, self.optimizer, gradients,
+                                      self.trainable_variables)
+        distribute.settle_statistics(finite, self.non_trainable_weights, saved_statistics)
+        tf.cond(finite, lambda: self._update_metrics(terms, objective, beta), lambda: None)
+        self.trackers["skipped_steps"].update_state(
+            distribute.on_first_replica(1.0 - tf.cast(finite, tf.float32)))
+        return self._step_results()
 
     def test_step(self, data):
         x = self.flatten_images(self._images(data))
-        terms = self.evaluate_terms(x, 1, training=False)
+        # With a noise seed, batch b of an evaluation draws from (seed, b): the metrics of
+        # given weights do not depend on what ran before (e.g. on a resumed run).
+        seed = (None if self.noise_seed is None else distribute.replica_seed(
+            self.noise_seed + 1, self.trackers["loss"].count))
+        terms = self.evaluate_terms(x, 1, training=False, seed=seed)
         return self._record(terms, training_objective(terms, 1, 1, 1.0), tf.constant(1.0))
