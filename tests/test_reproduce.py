@@ -105,6 +105,7 @@ def test_rerun_from_the_command_line_skips_finished_cells(grid):
     assert len(progress) == 2 and all("skipped (finished earlier)" in p for p in progress)
     assert len(stamps) > 2 and stamps == {p: p.stat().st_mtime_ns for p in stamps}
     assert f"{results[1]['iw_bound']:.2f}" in completed.stdout  # the table, printed again
+    assert "Changed from configs/binarized_mnist.py: `--latent_sizes=8,4`" in completed.stdout
 
 
 def test_grid_cells_and_cell_config():

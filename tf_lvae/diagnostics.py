@@ -189,8 +189,8 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             images = self.subsets["eval"][:self.num_images // 2]
             reconstructions = self.model(images, training=False).numpy()
             pairs = interleave_reconstructions(images, reconstructions, columns)
-            tf.summary.image("reconstructions (rows: data, reconstruction)",
-                             tile_images(pairs, columns)[None])
+            tf.summary.image("reconstructions", tile_images(pairs, columns)[None],
+                             description="alternating rows: data, posterior-mean reconstruction")
         self.writer.flush()
 
 

@@ -79,8 +79,8 @@ def likelihood_curves(history, evaluations, eval_split="test", train_split="trai
                 label=label)
     all_epochs = np.concatenate([c[0] for c in curves])
     all_values = np.concatenate([c[1] for c in curves])
-    ax.set_ylim(_robust_lower_limit(all_epochs, all_values),
-                np.max(all_values) + 0.05 * max(np.ptp(all_values), 1.0))
+    low, high = _robust_lower_limit(all_epochs, all_values), np.max(all_values)
+    ax.set_ylim(low, high + 0.05 * max(high - low, 1.0))
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("log-likelihood bound (nats)")
@@ -133,8 +133,8 @@ def kl_per_unit_heatmaps(evaluations, split="eval"):
     bar = figure.colorbar(mesh, ax=panel_axes(figure), shrink=0.9)
     bar.set_label("log$_{10}$ KL(q|p) per unit (nats)")
     bar.ax.axhline(np.log10(ACTIVE_UNIT_THRESHOLD), color="tab:cyan", linewidth=2)
-    figure.suptitle("Fig. 4: KL per latent unit over training (sorted; white = inactive, "
-                    f"cyan = {ACTIVE_UNIT_THRESHOLD} nats)", fontsize=10)
+    figure.suptitle("Fig. 4: KL per latent unit over training (units sorted by final KL; "
+                    f"pale = inactive; cyan mark = {ACTIVE_UNIT_THRESHOLD} nats)", fontsize=10)
     return figure
 
 
@@ -199,7 +199,7 @@ def latent_pca(latents, labels=None, note=None, class_names=None):
     for i, z in enumerate(latents):
         ax = figure.add_subplot(rows, columns, i + 1)
         projected, ratio = pca_2d(np.asarray(z, np.float64))
-        kwargs = dict(s=4, alpha=0.6, linewidths=0)
+        kwargs = dict(s=5, alpha=0.7, linewidths=0)
         if labels is None:
             ax.scatter(projected[:, 0], projected[:, 1], color="0.3", **kwargs)
         else:  # tab10: one colour per class up to 10 classes; more get a continuous map

@@ -222,8 +222,11 @@ def _duration(seconds):
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def markdown_table(results, settings, variants):
-    """Table 2 layout (rows: latent sizes, columns: variants) for L_K, L_1 and train L_1."""
+def markdown_table(results, settings, variants, notes=()):
+    """Table 2 layout (rows: latent sizes, columns: variants) for L_K, L_1 and train L_1.
+
+    notes: the changes from the data set's config (e.g. command-line overrides), listed.
+    """
     rows = aggregate(results)
     by_cell = {(r["variant"], r["layers"]): r for r in rows}
     depths = sorted({r["layers"] for r in rows})
@@ -237,6 +240,9 @@ def markdown_table(results, settings, variants):
              f"{settings.epochs} epoch(s) (warm-up {settings.warmup_epochs} epoch(s) for +WU); "
              "mean ± sample std over seeds where n > 1. Higher is better (nats). "
              "An LVAE with one layer is the VAE+BN+WU model (—, as in the paper).", ""]
+    if notes:
+        lines += [f"Changed from configs/{settings.dataset}.py: " +
+                  ", ".join(f"`{note}`" for note in notes) + ".", ""]
     tables = ((f"{split} L_{k} (the paper's Table 2)", "iw_bound"), (f"{split} L_1", "elbo"),
               ("train L_1 (mean over the last epoch, training mode)", "train_elbo"))
     for title, key in tables:
@@ -274,23 +280,28 @@ def markdown_table(results, settings, variants):
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(results, settings, variants, output_dir):
+def write_outputs(results, settings, variants, output_dir, notes=()):
     from tf_lvae import figures
     output_dir = pathlib.Path(output_dir)
-    table = markdown_table(results, settings, variants)
+    table = markdown_table(results, settings, variants, notes)
     (output_dir / "table.md").write_text(table)
-    model_dir_lib.write_json_atomically(output_dir / "results.json",
-                                        dict(settings=settings.key(), cells=results))
+    model_dir_lib.write_json_atomically(
+        output_dir / "results.json", dict(settings=settings.key(), notes=list(notes),
+                                          cells=results))
     seeds = sorted({r["seed"] for r in results})
     subtitle = (f"{settings.dataset}, {settings.epochs} epochs, {settings.eval_split} split, "
-                f"K = {settings.iw_samples}, seeds {', '.join(map(str, seeds))}")
+                f"K = {settings.iw_samples}, seeds {', '.join(map(str, seeds))}" +
+                ("; error bars: std over seeds" if len(seeds) > 1 else ""))
     figure = figures.grid_figure(aggregate(results), settings.iw_samples, subtitle)
     figures.save(figure, output_dir / "fig3.png")
     return table, figure
 
 
-def run_grid(base_config, cells, settings, output_dir, log=print):
-    """Run (or skip) every cell, rewriting the outputs after each; returns (results, table)."""
+def run_grid(base_config, cells, settings, output_dir, log=print, notes=()):
+    """Run (or skip) every cell, rewriting the outputs after each; returns (results, table).
+
+    notes: how base_config differs from the data set's config, stated in the table.
+    """
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     variants = list(dict.fromkeys(c.variant for c in cells))
@@ -303,5 +314,5 @@ def run_grid(base_config, cells, settings, output_dir, log=print):
             f"{action}; L_1 = {result['elbo']:.2f}, L_{result['iw_samples']} = "
             f"{result['iw_bound']:.2f}")
         results.append(result)
-        table, _ = write_outputs(results, settings, variants, output_dir)
+        table, _ = write_outputs(results, settings, variants, output_dir, notes)
     return results, table

@@ -86,14 +86,18 @@ def main(argv=None):
     from tf_lvae import cli, reproduction
     with cli.clear_errors():
         config = reproduction.load_config(args.dataset, args.config)
+        notes = [f"--config={args.config}"] if args.config else []
         if args.data_dir:
             config.data.data_dir = args.data_dir
         if args.latent_sizes:
             config.model.latent_sizes = tuple(args.latent_sizes)
+            notes.append(f"--latent_sizes={','.join(map(str, args.latent_sizes))}")
         if args.hidden_sizes:
             config.model.hidden_sizes = tuple(args.hidden_sizes)
+            notes.append(f"--hidden_sizes={','.join(map(str, args.hidden_sizes))}")
         for text in args.override:
             _apply_override(config, text)
+            notes.append(f"--override={text}")
         settings = reproduction.GridSettings(
             dataset=args.dataset, epochs=args.epochs,
             warmup_epochs=(args.warmup_epochs if args.warmup_epochs is not None else
@@ -105,7 +109,8 @@ def main(argv=None):
                                         args.layers, args.seeds, args.lvae_one_layer)
         output_dir = args.output_dir or f"runs/reproduce_{args.dataset}"
         _, table = reproduction.run_grid(config, cells, settings, output_dir,
-                                         log=lambda line: print(line, flush=True))
+                                         log=lambda line: print(line, flush=True),
+                                         notes=notes)
         print(table)
         print(f"table: {output_dir}/table.md, figure: {output_dir}/fig3.png", file=sys.stderr)
 
