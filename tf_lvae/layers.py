@@ -19,6 +19,17 @@ BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9
 
 
+def distribution_dtype():
+    """dtype policy of the layers that parameterise distributions: float32 under mixed precision.
+
+    Under a global `mixed_float16` / `mixed_bfloat16` policy the MLPs compute in 16 bits, but
+    means, variances (softplus + 1e-5 floor), logits and log-densities stay float32, where the
+    floor and log-likelihoods of ~-100 nats are representable. None keeps the global policy.
+    """
+    policy = keras.config.dtype_policy()
+    return policy.variable_dtype if policy.compute_dtype != policy.variable_dtype else None
+
+
 def _hidden_initializer():
     # Glorot normal with gain sqrt(2), as in the authors' code for rectifier MLPs.
     return keras.initializers.VarianceScaling(2.0, "fan_avg", "untruncated_normal")
@@ -53,6 +64,45 @@ class MLPBlock(keras.layers.Layer):
                 h = tf.tanh(h)
         return h
 
+    def inference_weights(self):
+        """[(kernel [D_in, width], bias [width])] per hidden layer, BatchNorm folded in.
+
+        In inference mode BatchNorm is the affine map h -> h * s + t with
+        s = gamma / sqrt(moving_var + eps), t = beta - moving_mean * s, so each hidden layer is
+        one matmul + bias (x @ (W * s) + t): what `apply_inference_weights` computes, the
+        same function as `call(training=False)` up to float rounding. Compute once per
+        evaluation call, reuse for every chunk of samples.
+        """
+        folded = []
+        for i, dense in enumerate(self.dense_layers):
+            kernel = tf.convert_to_tensor(dense.kernel)
+            bias = tf.convert_to_tensor(dense.bias) if dense.use_bias else None
+            if self.batch_norm:
+                norm = self.norm_layers[i]
+                scale = norm.gamma * tf.math.rsqrt(norm.moving_variance + norm.epsilon)
+                shift = norm.beta - norm.moving_mean * scale
+                kernel = kernel * scale
+                bias = shift if bias is None else bias * scale + shift
+            folded.append((kernel, bias))
+        return folded
+
+    def apply_inference_weights(self, weights, inputs):
+        """The block in inference mode from `inference_weights()`: [N, D_in] -> [N, width].
+
+        matmul + bias_add + activation is the pattern TF's CPU graph optimizer fuses into one
+        oneDNN call; under XLA it is one dot and one fused elementwise loop.
+        """
+        h = tf.cast(inputs, self.compute_dtype)
+        for kernel, bias in weights:
+            h = tf.matmul(h, tf.cast(kernel, h.dtype))
+            if bias is not None:
+                h = tf.nn.bias_add(h, tf.cast(bias, h.dtype))
+            if self.activation == "leaky_relu":
+                h = tf.nn.leaky_relu(h, alpha=LEAKY_RELU_SLOPE)
+            elif self.activation == "tanh":
+                h = tf.tanh(h)
+        return h
+
 
 class GaussianHead(keras.layers.Layer):
     """mean = Linear(d), var = Softplus(Linear(d)) + floor, as one fused Dense(2 * units).
@@ -67,12 +117,16 @@ class GaussianHead(keras.layers.Layer):
         self.dense = keras.layers.Dense(
             2 * units, kernel_initializer="glorot_uniform",
             bias_initializer=keras.initializers.Constant([0.0] * units + [1.0] * units),
-            name="mean_and_variance")
+            dtype=distribution_dtype(), name="mean_and_variance")
 
     def call(self, features):
-        mean, pre_variance = tf.split(self.dense(features), 2, axis=-1)
-        variance = gaussian_math.softplus_variance(pre_variance, self.variance_floor)
+        mean, variance = self.mean_and_variance(features)
         return tfd.Normal(loc=mean, scale=tf.sqrt(variance))
+
+    def mean_and_variance(self, features):
+        """(mean, variance), each [N, units], without building a distribution object."""
+        mean, pre_variance = tf.split(self.dense(features), 2, axis=-1)
+        return mean, gaussian_math.softplus_variance(pre_variance, self.variance_floor)
 
 
 class BernoulliObservation(keras.layers.Layer):
@@ -81,7 +135,7 @@ class BernoulliObservation(keras.layers.Layer):
     def __init__(self, num_pixels, **kwargs):
         super().__init__(**kwargs)
         self.logits = keras.layers.Dense(num_pixels, kernel_initializer="glorot_normal",
-                                         name="logits")
+                                         dtype=distribution_dtype(), name="logits")
 
     def call(self, features):
         return tfd.Bernoulli(logits=self.logits(features), dtype=tf.float32)

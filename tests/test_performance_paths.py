@@ -1,0 +1,151 @@
+"""The fast evaluation paths compute the reference maths: same weights + same seed -> same values.
+
+No timings here (tools/benchmark.py measures speed); only that the lean L_K path
+(`tf_lvae.importance_weights`, BatchNorm folding, the CPU graph / XLA choice) and the
+mixed-precision heads leave the bound unchanged.
+"""
+import pathlib
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_lvae import bounds
+from tf_lvae import evaluation
+from tf_lvae import importance_weights
+from tf_lvae import layers
+from tf_lvae.model_dir import build_model
+from tf_lvae.model_spec import ModelSpec
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
+import benchmark  # noqa: E402
+
+SMALL = dict(image_shape=(6, 6, 1), latent_sizes=(6, 4, 2), hidden_sizes=(16, 8, 8))
+
+
+def _model(inference="lvae", likelihood="bernoulli", seed=0):
+    """A small model whose BatchNorm statistics are far from (0, 1), so folding matters."""
+    keras.utils.set_random_seed(seed)
+    model = build_model(ModelSpec(inference=inference, likelihood=likelihood, **SMALL))
+    rng = np.random.default_rng(seed)
+    for variable in model.non_trainable_weights:
+        if "moving_mean" in variable.path:
+            variable.assign(rng.normal(0.0, 0.5, variable.shape).astype(np.float32))
+        elif "moving_variance" in variable.path:
+            variable.assign(rng.uniform(0.3, 3.0, variable.shape).astype(np.float32))
+    for variable in model.trainable_weights:
+        if "gamma" in variable.path or "beta" in variable.path:
+            variable.assign(rng.normal(1.0 if "gamma" in variable.path else 0.0, 0.3,
+                                       variable.shape).astype(np.float32))
+    return model
+
+
+def _images(n, seed=1):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, *SMALL["image_shape"])) < 0.4).astype(np.float32)
+
+
+def test_folded_batch_norm_block_equals_inference_call():
+    model = _model()
+    h = tf.constant(np.random.default_rng(2).normal(size=(5, 36)).astype(np.float32))
+    block = model.up_mlps[0]
+    folded = block.apply_inference_weights(block.inference_weights(), h)
+    np.testing.assert_allclose(folded, block(h, training=False), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("inference", ["lvae", "vae"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_lean_log_weights_equal_reference(inference, likelihood):
+    model = _model(inference, likelihood)
+    x = model.flatten_images(_images(3))
+    seed = tf.constant(11)
+    reference = model.log_weights(x, 4, seed=seed)
+    lean = importance_weights.log_weights(model, x, 4, seed=seed)
+    assert lean.shape == (4, 3)
+    np.testing.assert_allclose(lean, reference, rtol=1e-5, atol=2e-4)
+    # the CPU evaluation path (a TF graph) and XLA compute the same function as eager
+    graph = tf.function(lambda x: importance_weights.log_weights(model, x, 4, seed=seed))
+    np.testing.assert_allclose(graph(x), reference, rtol=1e-5, atol=2e-4)
+    xla = tf.function(lambda x: importance_weights.log_weights(model, x, 4, seed=seed),
+                      jit_compile=True)
+    xla_reference = tf.function(lambda x: model.log_weights(x, 4, seed=seed), jit_compile=True)
+    np.testing.assert_allclose(xla(x), xla_reference(x), rtol=1e-5, atol=2e-4)
+
+
+def test_streamed_bound_equals_reference_bound():
+    """iw_bound_per_example (chunks + remainder, per-chunk seeds) == log-mean-exp of the
+    reference model.log_weights drawn with the same chunk seeds."""
+    model = _model()
+    images = _images(2)
+    x = model.flatten_images(images)
+    seed, chunk, total = 5, 3, 7
+    pieces = []
+    for index, size in enumerate([chunk, chunk, total - 2 * chunk]):
+        chunk_seed = tf.random.stateless_uniform([], seed=tf.stack([seed, index]), minval=None,
+                                                 maxval=None, dtype=tf.int32)
+        pieces.append(model.log_weights(x, size, seed=chunk_seed))
+    expected = bounds.log_mean_exp(tf.concat(pieces, 0), axis=0)
+    for jit in (False, True):
+        bound = tf.function(lambda images: evaluation.iw_bound_per_example(
+            model, images, total, chunk, seed=tf.constant(seed)), jit_compile=jit)
+        if jit:  # XLA's stateless RNG differs from TF's kernels: compare XLA with XLA
+            reference = tf.function(lambda images: bounds.log_mean_exp(tf.concat([
+                model.log_weights(model.flatten_images(images), size, seed=tf.random.
+                                  stateless_uniform([], seed=tf.stack([seed, i]), minval=None,
+                                                    maxval=None, dtype=tf.int32))
+                for i, size in enumerate([chunk, chunk, total - 2 * chunk])], 0), axis=0),
+                jit_compile=True)(images)
+        else:
+            reference = expected
+        np.testing.assert_allclose(bound(images), reference, rtol=1e-5, atol=2e-4)
+
+
+def test_evaluate_images_auto_matches_xla_within_monte_carlo_error():
+    model = _model()
+    images = _images(16)
+    auto = evaluation.evaluate_images(model, images, iw_samples=200, iw_batch_size=8,
+                                      chunk_size=64, jit_compile="auto", verbose=0)
+    xla = evaluation.evaluate_images(model, images, iw_samples=200, iw_batch_size=8,
+                                     chunk_size=64, jit_compile=True, verbose=0)
+    # different random streams (TF kernels vs XLA's RNG): equal within Monte-Carlo error;
+    # 16 single-sample ELBOs scatter by several nats, L_200 by far less
+    assert auto["elbo"] == pytest.approx(xla["elbo"], abs=8.0)
+    assert auto["iw_bound"] == pytest.approx(xla["iw_bound"], abs=1.0)
+    assert auto["iw_bound"] >= auto["elbo"] - 1.0
+
+
+def test_resolve_jit_compile():
+    assert evaluation.resolve_jit_compile(True) is True
+    assert evaluation.resolve_jit_compile(False) is False
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert evaluation.resolve_jit_compile("auto") is has_gpu
+
+
+def test_mixed_precision_keeps_distribution_heads_float32():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_model(ModelSpec(**SMALL))
+        assert model.up_mlps[0].compute_dtype == "bfloat16"
+        assert model.up_heads[0].dense.compute_dtype == "float32"
+        assert model.observation.logits.compute_dtype == "float32"
+        x = model.flatten_images(_images(2))
+        lean = importance_weights.log_weights(model, x, 3, seed=tf.constant(1))
+        reference = model.log_weights(x, 3, seed=tf.constant(1))
+        assert lean.dtype == tf.float32 and reference.dtype == tf.float32
+        assert np.all(np.isfinite(lean.numpy()))
+        np.testing.assert_allclose(lean, reference, rtol=0.05, atol=1.0)  # bf16 rounding
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert layers.distribution_dtype() is None
+
+
+def test_benchmark_flop_counts_match_the_peer_convention():
+    spec = ModelSpec()
+    lvae, vae = benchmark.flops(spec, "lvae", 5000), benchmark.flops(spec, "vae", 5000)
+    assert lvae["train_per_example"] == 11_098_368       # peer README: 11.10 M
+    assert vae["train_per_example"] == 10_184_448        # peer README: 10.18 M
+    # L_K: the upward pass once, then K top-down passes and decoders
+    assert lvae["lk_per_example"] == pytest.approx(8.38e9, rel=1e-3)
