@@ -5,6 +5,7 @@ with the same model_dir resumes from the latest checkpoint (weights, optimizer s
 batch within it), so warm-up, the data order and the noise continue where they stopped
 (fault_tolerance.py). `config.train.strategy` picks a tf.distribute strategy (distribute.py).
 """
+import json
 import os
 import pathlib
 
@@ -31,7 +32,8 @@ def _prepare_model_dir(model_dir, config, spec):
                 f"{model_dir} holds a different model ({existing}); the config asks for "
                 f"{spec}. Use a new --model_dir.")
     path.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(spec.to_json())
+    # Atomic like every file of a model_dir: a kill mid-write must not break the next resume.
+    model_dir_lib.write_json_atomically(spec_path, json.loads(spec.to_json()))
     model_dir_lib.write_json_atomically(path / model_dir_lib.CONFIG_FILE, config.to_dict())
 
 
