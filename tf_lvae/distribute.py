@@ -207,3 +207,12 @@ def shard_by_data(dataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def barrier(strategy):
+    """Wait until every worker gets here (a tiny all-reduce; a no-op on one worker). A worker
+    that exits while the chief still writes would look like a crash to the coordination
+    service."""
+    if is_multi_worker(strategy):
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
+                        axis=None)

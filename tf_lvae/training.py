@@ -128,6 +128,7 @@ def train(config, model_dir, extra_callbacks=()):
             model, epoch_dataset, resume, config.train.epochs, steps_per_epoch,
             validation_data=eval_ds, validation_freq=max(eval_every, 1),
             callbacks=callbacks, verbose=config.train.verbose)
+        distribute.barrier(strategy)
     finally:
         state.close()
     return model, history
