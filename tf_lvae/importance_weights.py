@@ -130,13 +130,18 @@ def _vae_latents(model, prepared, num_samples, seed):
 def _log_likelihood(model, prepared, x, z1, num_samples):
     """log p(x | z_1) summed over pixels [S*B], x [B, D_x] tiled over samples."""
     features = model.decoder_mlp.apply_inference_weights(prepared.weights["decoder"], z1)
-    targets = _tile(x, num_samples)
     if model.spec.likelihood == "bernoulli":
-        logits = model.observation.logits(features)
-        # log Bernoulli(x; sigmoid(l)) = x l - softplus(l), valid for x in [0, 1]
-        return tf.reduce_sum(targets * logits - tf.nn.softplus(logits), -1)
+        dense = model.observation.logits
+        features = tf.cast(features, dense.compute_dtype)
+        # bias_add (not a broadcast add): CPU graphs fuse it into the matmul
+        logits = tf.nn.bias_add(tf.matmul(features, dense.kernel), dense.bias)
+        # log Bernoulli(x; sigmoid(l)) = x l - softplus(l), valid for x in [0, 1]; the x l
+        # term contracts the [S, B, D] logits with x [B, D] directly: no tiled copy of x
+        x_dot_logits = tf.einsum("sbd,bd->sb", tf.reshape(
+            logits, [num_samples, -1, model.spec.num_pixels]), tf.cast(x, logits.dtype))
+        return tf.reshape(x_dot_logits, [-1]) - tf.reduce_sum(tf.nn.softplus(logits), -1)
     mean, var = _head(model.observation.head, features)
-    return tf.reduce_sum(gaussian_math.gaussian_log_prob(targets, mean, var), -1)
+    return tf.reduce_sum(gaussian_math.gaussian_log_prob(_tile(x, num_samples), mean, var), -1)
 
 
 def log_weights(model, x, num_samples, prepared=None, seed=None):
