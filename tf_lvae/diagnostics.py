@@ -109,7 +109,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     """
 
     def __init__(self, model_dir, subsets, every_epochs=10, iw_samples=100, total_epochs=None,
-                 num_images=64, seed=0, batch_size=256, jit_compile=True, split_names=None):
+                 num_images=64, seed=0, batch_size=256, jit_compile="auto", split_names=None):
         super().__init__()
         if every_epochs < 1 or iw_samples < 1:
             raise ValueError(f"diagnostics need every_epochs >= 1 and iw_samples >= 1, got "
@@ -243,4 +243,4 @@ def from_config(config, model_dir, train_images, eval_images=None):
         os.fspath(model_dir), subsets, every_epochs=every, iw_samples=iw_samples,
         total_epochs=train.epochs,
         seed=config.train.seed, batch_size=config.eval.batch_size,
-        jit_compile=config.train.jit_compile, split_names=names)]
+        jit_compile="auto", split_names=names)]  # XLA on GPU, TF graph on CPU (faster)

@@ -5,6 +5,7 @@ L_K is streamed: for each batch of examples the K importance samples are drawn i
 batch_size * chunk_size, never on K. The LVAE's upward pass is computed once per example.
 """
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -75,24 +76,44 @@ def resolve_jit_compile(jit_compile="auto"):
     return bool(jit_compile)
 
 
-def _make_iw_bound_fn(model, num_samples, chunk_size, jit_compile):
-    """Returns f(images [B, h, w, c]) -> L_K per example [B], compiled once per (K, chunk)."""
-    def iw_bound(images):
-        return iw_bound_per_example(model, images, num_samples, chunk_size)
-
-    return tf.function(iw_bound, jit_compile=resolve_jit_compile(jit_compile),
-                       reduce_retracing=True)
+# Compiled evaluation functions per model, so repeated evaluations (diagnostics every few
+# epochs, tuning trials) trace and compile once instead of on every call.
+_COMPILED = weakref.WeakKeyDictionary()
 
 
-def _make_elbo_fn(model, jit_compile):
-    """f(images) -> (elbo [B], kl per unit [[B, D_i]]) with one posterior sample (L_1)."""
-    def elbo(images):
+def _compiled(model, key, build):
+    functions = _COMPILED.setdefault(model, {})
+    if key not in functions:
+        functions[key] = build()
+    return functions[key]
+
+
+def _iw_bound_fn(model, num_samples, chunk_size, jit_compile):
+    """f(images [B, h, w, c], seed int32 scalar) -> L_K per example [B]."""
+    def iw_bound(images, seed):
+        return iw_bound_per_example(model, images, num_samples, chunk_size, seed=seed)
+
+    jit = resolve_jit_compile(jit_compile)
+    return _compiled(model, ("iw", num_samples, chunk_size, jit),
+                     lambda: tf.function(iw_bound, jit_compile=jit, reduce_retracing=True))
+
+
+def _elbo_fn(model, jit_compile):
+    """f(images, seed) -> (elbo [B], kl per unit [[B, D_i]]) with one posterior draw (L_1)."""
+    def elbo(images, seed):
         x = model.flatten_images(images)
-        terms = model.evaluate_terms(x, 1, training=False)
+        terms = model.evaluate_terms(x, 1, training=False, seed=seed)
         total_kl = tf.add_n([tf.reduce_sum(kl, -1) for kl in terms["kl_per_unit"]])
         return terms["log_px"] - total_kl, terms["kl_per_unit"]
-    return tf.function(elbo, jit_compile=resolve_jit_compile(jit_compile),
-                       reduce_retracing=True)
+
+    jit = resolve_jit_compile(jit_compile)
+    return _compiled(model, ("elbo", jit),
+                     lambda: tf.function(elbo, jit_compile=jit, reduce_retracing=True))
+
+
+def _batch_seed(seed, start):
+    """A stateless int32 seed per (evaluation seed, batch start): same seed, same numbers."""
+    return tf.constant((seed * 1_000_003 + start) % (2 ** 31 - 1), tf.int32)
 
 
 def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_size=20,
@@ -100,7 +121,8 @@ def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_siz
     """Evaluate L_1 and L_K of `model` on float32 images [N, h, w, c]; returns a dict.
 
     jit_compile: True (XLA), False (TF graph) or "auto" (XLA on GPU, graph on CPU: faster
-    there). Memory grows with iw_batch_size * chunk_size rows (~40 kB per row).
+    there). Memory grows with iw_batch_size * chunk_size rows (~40 kB per row). The posterior
+    draws use stateless seeds derived from `seed`, so the same call gives the same numbers.
 
     Keys: elbo, iw_bound (mean nats), iw_samples, num_examples, kl (total), kl_per_layer,
     kl_per_unit (lists, bottom layer first), active_units_per_layer.
@@ -112,26 +134,26 @@ def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_siz
     num_examples = len(images)
     if num_examples == 0:
         raise ValueError("cannot evaluate on an empty split")
-    tf.random.set_seed(seed)
     chunk_size = min(chunk_size, iw_samples)
 
-    elbo_fn = _make_elbo_fn(model, jit_compile)
+    elbo_fn = _elbo_fn(model, jit_compile)
     elbo_sum, kl_unit_sums = 0.0, None
     for start in range(0, num_examples, batch_size):
-        elbo, kl_per_unit = elbo_fn(tf.constant(images[start:start + batch_size]))
+        elbo, kl_per_unit = elbo_fn(tf.constant(images[start:start + batch_size]),
+                                    _batch_seed(seed, start))
         elbo_sum += float(tf.reduce_sum(elbo))
         sums = [np.sum(kl.numpy(), axis=0, dtype=np.float64) for kl in kl_per_unit]
         kl_unit_sums = sums if kl_unit_sums is None else [a + b for a, b in zip(kl_unit_sums,
                                                                                  sums)]
     kl_per_unit = [s / num_examples for s in kl_unit_sums]
 
-    iw_fn = _make_iw_bound_fn(model, iw_samples, chunk_size, jit_compile)
+    iw_fn = _iw_bound_fn(model, iw_samples, chunk_size, jit_compile)
     progress = keras.utils.Progbar(num_examples, verbose=verbose,
                                    unit_name="example") if verbose else None
     iw_sum = 0.0
     for start in range(0, num_examples, iw_batch_size):
         batch = images[start:start + iw_batch_size]
-        iw_sum += float(tf.reduce_sum(iw_fn(tf.constant(batch))))
+        iw_sum += float(tf.reduce_sum(iw_fn(tf.constant(batch), _batch_seed(seed, start))))
         if progress is not None:
             progress.add(len(batch), values=[("L_K", iw_sum / min(start + len(batch),
                                                                   num_examples))])
