@@ -94,8 +94,9 @@ def _epoch_edges(epochs):
     epochs = np.asarray(epochs, float)
     if len(epochs) == 1:
         return np.array([epochs[0] - 0.5, epochs[0] + 0.5])
+    # Cells meet halfway between evaluations; the axis spans exactly the epochs evaluated.
     middle = (epochs[1:] + epochs[:-1]) / 2
-    return np.concatenate([[2 * epochs[0] - middle[0]], middle, [2 * epochs[-1] - middle[-1]]])
+    return np.concatenate([[epochs[0]], middle, [epochs[-1]]])
 
 
 def kl_per_unit_heatmaps(evaluations, split="eval"):
