@@ -31,10 +31,9 @@ FIGURE_FILES = {"fig2": "fig2_likelihood.png", "fig4": "fig4_kl_per_unit.png",
 
 
 def _load_split(dataset, split, data_dir, config_data):
-    from tf_lvae import data
-    num_validation = config_data.get("num_validation", -1)
+    from tf_lvae import data, experiment_config
     return data.load_arrays(dataset, split, data_dir=data_dir,
-                            num_validation=None if num_validation < 0 else num_validation)
+                            num_validation=experiment_config.num_validation(config_data))
 
 
 def _pca_inputs(config_data, split, data_dir, pca_dataset, pca_data_dir, count, seed):

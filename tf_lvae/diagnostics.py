@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tf_lvae import data
 from tf_lvae import evaluation
+from tf_lvae import experiment_config
 from tf_lvae import model_dir as model_dir_lib
 
 DIAGNOSTICS_DIR = "diagnostics"
@@ -230,8 +231,7 @@ def from_config(config, model_dir, train_images, eval_images=None):
     if eval_images is None:
         eval_images = data.load_arrays(
             config.data.dataset, config.data.eval_split, data_dir=config.data.data_dir,
-            num_validation=None if config.data.num_validation < 0 else
-            config.data.num_validation)[0]
+            num_validation=experiment_config.num_validation(config.data))[0]
     train_subset = _subset(train_images, count)
     if data.get_spec(config.data.dataset).binarization == "dynamic":
         uniform = np.random.default_rng(TRAIN_SUBSET_BINARIZATION_SEED).random(

@@ -38,17 +38,16 @@ def define_flags():
 def evaluate_model_dir(model_dir, iw_samples=None, split=None, data_dir=None, chunk_size=None,
                        iw_batch_size=None, max_examples=None, seed=0, verbose=1):
     """Load model_dir's latest checkpoint and evaluate it; returns the result dict."""
-    from tf_lvae import data, evaluation
+    from tf_lvae import data, evaluation, experiment_config
     from tf_lvae import model_dir as model_dir_lib
     model, config, epochs = model_dir_lib.load_model(model_dir)
     data_config, eval_config = config.get("data", {}), config.get("eval", {})
     split = split or data_config.get("eval_split", "test")
     iw_samples = iw_samples or eval_config.get("iw_samples", 5000)
-    num_validation = data_config.get("num_validation", -1)
     images, _ = data.load_arrays(
         data_config.get("dataset", "binarized_mnist"), split,
         data_dir=data_dir or data_config.get("data_dir"),
-        num_validation=None if num_validation < 0 else num_validation)
+        num_validation=experiment_config.num_validation(data_config))
     if max_examples is not None:
         images = images[:max_examples]
     start = time.time()

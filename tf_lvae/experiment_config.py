@@ -103,6 +103,10 @@ def model_spec(config):
     )
 
 
-def num_validation(config):
-    """data.num_validation as load_arrays takes it (None: the data set's default)."""
-    return None if config.data.num_validation < 0 else config.data.num_validation
+def num_validation(data_config):
+    """data.num_validation as load_arrays takes it (None: the data set's default).
+
+    data_config: the config's `data` section, a ConfigDict or the dict of a config.json.
+    """
+    value = data_config.get("num_validation", -1)
+    return None if value < 0 else value

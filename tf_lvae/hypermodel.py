@@ -223,7 +223,7 @@ class LVAEHyperModel(keras_tuner.HyperModel):
         objective = self.space.objective
         images, _ = data.load_arrays(config.data.dataset, "validation",
                                      data_dir=config.data.data_dir,
-                                     num_validation=experiment_config.num_validation(config))
+                                     num_validation=experiment_config.num_validation(config.data))
         if objective.max_examples > 0:
             images = images[:objective.max_examples]
         return evaluation.evaluate_images(

@@ -94,11 +94,6 @@ def make_checkpoint(model, optimizer=None):
     return tf.train.Checkpoint(**kwargs)
 
 
-def checkpoint_manager(checkpoint, model_dir, max_to_keep=3):
-    return tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, CHECKPOINT_DIR),
-                                      max_to_keep=max_to_keep)
-
-
 def read_spec(model_dir):
     path = pathlib.Path(model_dir) / SPEC_FILE
     if not path.exists():

@@ -39,7 +39,7 @@ def _prepare_model_dir(model_dir, config, spec):
 
 def _load_split(config, split):
     return data.load_arrays(config.data.dataset, split, data_dir=config.data.data_dir,
-                            num_validation=experiment_config.num_validation(config))[0]
+                            num_validation=experiment_config.num_validation(config.data))[0]
 
 
 def train(config, model_dir, extra_callbacks=()):
