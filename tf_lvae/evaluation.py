@@ -13,16 +13,19 @@ import tensorflow as tf
 
 from tf_lvae import bounds
 from tf_lvae import importance_weights
+from tf_lvae import noise
 from tf_lvae.metrics import ACTIVE_UNIT_THRESHOLD
 
 
-def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None):
+def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None,
+                         noise_alg=noise.DEFAULT):
     """L_K (eq. 6) per example [B] of images [B, h, w, c], streamed in chunks of samples.
 
     num_samples (K) is a Python int (static chunks, XLA-compilable: what evaluate_images
     uses) or an int32 scalar tensor (a serving input: chunks of dynamic size). With seed=None
     the samples come from the global RNG; an int32 scalar seed makes the bound reproducible
-    (each chunk draws with a stateless seed derived from (seed, chunk index)).
+    (each chunk draws with a stateless seed derived from (seed, chunk index)), with the
+    generator noise_alg (`noise.algorithm(jit_compile)`).
     """
     x = model.flatten_images(images)
     # Per-example work (upward pass, folded BatchNorm, merge precisions) once for all chunks.
@@ -33,7 +36,8 @@ def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None):
         chunk_seed = None if seed is None else tf.random.stateless_uniform(
             [], seed=tf.stack([tf.cast(seed, tf.int32), index]), minval=None, maxval=None,
             dtype=tf.int32)
-        return importance_weights.log_weights(model, x, size, prepared, seed=chunk_seed)
+        return importance_weights.log_weights(model, x, size, prepared, seed=chunk_seed,
+                                               noise_alg=noise_alg)
 
     if tf.is_tensor(num_samples):
         total = tf.cast(num_samples, tf.int32)
@@ -90,23 +94,27 @@ def _compiled(model, key, build):
 
 def _iw_bound_fn(model, num_samples, chunk_size, jit_compile):
     """f(images [B, h, w, c], seed int32 scalar) -> L_K per example [B]."""
-    def iw_bound(images, seed):
-        return iw_bound_per_example(model, images, num_samples, chunk_size, seed=seed)
-
     jit = resolve_jit_compile(jit_compile)
+
+    def iw_bound(images, seed):
+        return iw_bound_per_example(model, images, num_samples, chunk_size, seed=seed,
+                                    noise_alg=noise.algorithm(jit))
+
     return _compiled(model, ("iw", num_samples, chunk_size, jit),
                      lambda: tf.function(iw_bound, jit_compile=jit, reduce_retracing=True))
 
 
 def _elbo_fn(model, jit_compile):
     """f(images, seed) -> (elbo [B], kl per unit [[B, D_i]]) with one posterior draw (L_1)."""
+    jit = resolve_jit_compile(jit_compile)
+
     def elbo(images, seed):
         x = model.flatten_images(images)
-        terms = model.evaluate_terms(x, 1, training=False, seed=seed)
+        terms = model.evaluate_terms(x, 1, training=False, seed=seed,
+                                     noise_alg=noise.algorithm(jit))
         total_kl = tf.add_n([tf.reduce_sum(kl, -1) for kl in terms["kl_per_unit"]])
         return terms["log_px"] - total_kl, terms["kl_per_unit"]
 
-    jit = resolve_jit_compile(jit_compile)
     return _compiled(model, ("elbo", jit),
                      lambda: tf.function(elbo, jit_compile=jit, reduce_retracing=True))
 

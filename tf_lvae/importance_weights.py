@@ -23,16 +23,15 @@ import collections
 import tensorflow as tf
 
 from tf_lvae import gaussian_math
+from tf_lvae import noise
 
 # What depends on the examples only: BatchNorm-folded weights and per-example statistics.
 Prepared = collections.namedtuple("Prepared", ["weights", "stats"])
 
 
-def _noise(shape, seed, layer, dtype):
-    if seed is None:
-        return tf.random.normal(shape, dtype=dtype)
-    return tf.random.stateless_normal(shape, seed=tf.stack([tf.cast(seed, tf.int32), layer]),
-                                      dtype=dtype)
+def _noise(shape, seed, layer, dtype, alg):
+    layer_seed = None if seed is None else tf.stack([tf.cast(seed, tf.int32), layer])
+    return noise.standard_normal(shape, layer_seed, alg, dtype)
 
 
 def _tile(tensor, num_samples):
@@ -70,19 +69,19 @@ def prepare(model, x):
                                   sum_log_var=tf.reduce_sum(tf.math.log(top_var), -1)))
 
 
-def _draw_first(prepared, num_samples, seed, layer):
+def _draw_first(prepared, num_samples, seed, layer, alg):
     """z ~ N(mean, std^2) tiled over samples, and log p_std(z) - log q(z) without log 2pi."""
     stats = prepared.stats
     mean = _tile(stats["mean"], num_samples)
-    eps = _noise(tf.shape(mean), seed, layer, mean.dtype)
+    eps = _noise(tf.shape(mean), seed, layer, mean.dtype, alg)
     return mean, eps
 
 
-def _lvae_latents(model, prepared, num_samples, seed):
+def _lvae_latents(model, prepared, num_samples, seed, alg):
     """z_1 [S*B, D_1] and sum_i log p(z_i|z_{i+1}) - log q(z_i|.) [S*B] for the LVAE."""
     stats, weights = prepared.stats, prepared.weights
     num_layers = model.spec.num_layers
-    mean, eps = _draw_first(prepared, num_samples, seed, num_layers - 1)
+    mean, eps = _draw_first(prepared, num_samples, seed, num_layers - 1, alg)
     z = mean + _tile(stats["std"], num_samples) * eps
     # top layer: log N(z; 0, 1) - log N(z; mean, var) = 0.5 (eps^2 - z^2 + log var)
     log_ratio = (0.5 * tf.reduce_sum(tf.square(eps) - tf.square(z), -1)
@@ -94,7 +93,7 @@ def _lvae_latents(model, prepared, num_samples, seed):
         precision_p = tf.math.reciprocal(var_p)
         var_q = tf.math.reciprocal(_tile(precision_hat, num_samples) + precision_p)  # eq. 18
         mean_q = (_tile(mean_times_precision_hat, num_samples) + mean_p * precision_p) * var_q
-        eps = _noise(tf.shape(mean_q), seed, i, mean_q.dtype)
+        eps = _noise(tf.shape(mean_q), seed, i, mean_q.dtype, alg)
         z = mean_q + tf.sqrt(var_q) * eps
         # log N(z; mean_p, var_p) - log N(z; mean_q, var_q)
         log_ratio += 0.5 * tf.reduce_sum(
@@ -103,11 +102,11 @@ def _lvae_latents(model, prepared, num_samples, seed):
     return z, log_ratio
 
 
-def _vae_latents(model, prepared, num_samples, seed):
+def _vae_latents(model, prepared, num_samples, seed, alg):
     """z_1 and the log ratio for the bottom-up VAE: q(z_i | z_{i-1}), then the priors."""
     stats, weights = prepared.stats, prepared.weights
     num_layers = model.spec.num_layers
-    mean, eps = _draw_first(prepared, num_samples, seed, 0)
+    mean, eps = _draw_first(prepared, num_samples, seed, 0, alg)
     zs = [mean + _tile(stats["std"], num_samples) * eps]
     # -log q(z_1 | x) without log 2pi: 0.5 (eps^2 + log var)
     log_ratio = 0.5 * (tf.reduce_sum(tf.square(eps), -1)
@@ -115,7 +114,7 @@ def _vae_latents(model, prepared, num_samples, seed):
     for i in range(1, num_layers):
         mean, var = _head(model.up_heads[i], model.up_mlps[i].apply_inference_weights(
             weights["up"][i], zs[-1]))
-        eps = _noise(tf.shape(mean), seed, i, mean.dtype)
+        eps = _noise(tf.shape(mean), seed, i, mean.dtype, alg)
         zs.append(mean + tf.sqrt(var) * eps)
         log_ratio += 0.5 * tf.reduce_sum(tf.square(eps) + tf.math.log(var), -1)
     log_ratio -= 0.5 * tf.reduce_sum(tf.square(zs[-1]), -1)   # log p(z_L), N(0, I)
@@ -144,16 +143,16 @@ def _log_likelihood(model, prepared, x, z1, num_samples):
     return tf.reduce_sum(gaussian_math.gaussian_log_prob(_tile(x, num_samples), mean, var), -1)
 
 
-def log_weights(model, x, num_samples, prepared=None, seed=None):
+def log_weights(model, x, num_samples, prepared=None, seed=None, noise_alg=noise.DEFAULT):
     """Importance log weights [K, B] of flattened x [B, D_x] in inference mode.
 
     num_samples (K): Python int or int32 scalar tensor. prepared: `prepare(model, x)`, to
     share the per-example work between chunks. seed: None (global RNG) or an int32 scalar
-    (stateless, the same draws as `model.log_weights(x, K, seed=seed)`).
+    (stateless, the same draws as `model.log_weights(x, K, seed=seed, noise_alg=noise_alg)`).
     """
     if prepared is None:
         prepared = prepare(model, x)
     latents = _lvae_latents if model.spec.inference == "lvae" else _vae_latents
-    z1, log_ratio = latents(model, prepared, num_samples, seed)
+    z1, log_ratio = latents(model, prepared, num_samples, seed, noise_alg)
     log_px = _log_likelihood(model, prepared, x, z1, num_samples)
     return tf.reshape(log_px + log_ratio, [num_samples, -1])

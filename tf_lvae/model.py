@@ -20,6 +20,7 @@ import tensorflow_probability as tfp
 
 from tf_lvae import gaussian_math
 from tf_lvae import layers
+from tf_lvae import noise
 from tf_lvae.model_spec import ModelSpec
 from tf_lvae.training_step import TrainStepMixin
 
@@ -34,12 +35,11 @@ def tile_samples(tensor, num_samples):
     return tf.tile(tensor, [num_samples, 1])
 
 
-def _draw(distribution, deterministic, seed=None):
+def _draw(distribution, deterministic, seed=None, noise_alg=noise.DEFAULT):
     if deterministic:
         return distribution.loc
-    noise = (tf.random.normal(tf.shape(distribution.loc)) if seed is None else
-             tf.random.stateless_normal(tf.shape(distribution.loc), seed=seed))
-    return distribution.loc + distribution.scale * noise  # reparameterisation trick
+    eps = noise.standard_normal(tf.shape(distribution.loc), seed, noise_alg)
+    return distribution.loc + distribution.scale * eps  # reparameterisation trick
 
 
 def _layer_seed(seed, layer):
@@ -102,19 +102,21 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
         return tfd.Normal(zeros, tf.ones_like(zeros))
 
     def posterior_draws(self, up_stats, num_samples=1, training=False, deterministic=False,
-                        seed=None):
+                        seed=None, noise_alg=noise.DEFAULT):
         """Draw z ~ q(z | x) for every layer; returns [LayerDraw] bottom (z_1) to top (z_L).
 
         Each tensor is [num_samples * B, D_i]. With deterministic=True the means are
-        propagated instead of samples (what `encode` serves).
+        propagated instead of samples (what `encode` serves). noise_alg: the stateless
+        generator of seeded draws (`noise.algorithm`).
         """
         num_layers = self.spec.num_layers
         if self.spec.inference == "vae":
-            return self._bottom_up_draws(up_stats[0], num_samples, training, deterministic, seed)
+            return self._bottom_up_draws(up_stats[0], num_samples, training, deterministic, seed,
+                                        noise_alg)
         top = up_stats[-1]
         posterior = tfd.Normal(tile_samples(top.loc, num_samples),
                                tile_samples(top.scale, num_samples))
-        z = _draw(posterior, deterministic, _layer_seed(seed, num_layers - 1))
+        z = _draw(posterior, deterministic, _layer_seed(seed, num_layers - 1), noise_alg)
         draws = [LayerDraw(z, posterior, self.top_prior(tf.shape(z)[0]))]
         for i in reversed(range(num_layers - 1)):
             prior = self.prior_given_parent(i, z, training)
@@ -123,18 +125,20 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
                 tile_samples(up_stats[i].variance(), num_samples),
                 prior.loc, prior.variance())
             posterior = tfd.Normal(mean_q, tf.sqrt(var_q))
-            z = _draw(posterior, deterministic, _layer_seed(seed, i))
+            z = _draw(posterior, deterministic, _layer_seed(seed, i), noise_alg)
             draws.append(LayerDraw(z, posterior, prior))
         return draws[::-1]
 
-    def _bottom_up_draws(self, first_posterior, num_samples, training, deterministic, seed):
+    def _bottom_up_draws(self, first_posterior, num_samples, training, deterministic, seed,
+                         noise_alg):
         posterior = tfd.Normal(tile_samples(first_posterior.loc, num_samples),
                                tile_samples(first_posterior.scale, num_samples))
-        posteriors, zs = [posterior], [_draw(posterior, deterministic, _layer_seed(seed, 0))]
+        posteriors, zs = [posterior], [_draw(posterior, deterministic, _layer_seed(seed, 0),
+                                             noise_alg)]
         for i in range(1, self.spec.num_layers):
             posterior = self.up_heads[i](self.up_mlps[i](zs[-1], training=training))
             posteriors.append(posterior)
-            zs.append(_draw(posterior, deterministic, _layer_seed(seed, i)))
+            zs.append(_draw(posterior, deterministic, _layer_seed(seed, i), noise_alg))
         priors = [self.prior_given_parent(i, zs[i + 1], training)
                   for i in range(self.spec.num_layers - 1)]
         priors.append(self.top_prior(tf.shape(zs[-1])[0]))
@@ -152,8 +156,9 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
         return tf.reshape(pixels, [-1, *self.spec.image_shape])
 
     # ------------------------------------------------------------------- objective terms
-    def evaluate_terms(self, x, num_samples=1, training=False, up_stats=None, seed=None):
-        """Per-sample terms of both bounds for flattened x [B, D].
+    def evaluate_terms(self, x, num_samples=1, training=False, up_stats=None, seed=None,
+                       noise_alg=noise.DEFAULT):
+        """Per-sample terms of both bounds for flattened x [B, D] (seeded draws: `noise`).
 
         Returns a dict of tensors over num_samples * B rows:
           log_px:       log p(x | z_1)                        [S * B]
@@ -164,7 +169,8 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
         """
         if up_stats is None:
             up_stats = self.bottom_up(x, training)
-        draws = self.posterior_draws(up_stats, num_samples, training, seed=seed)
+        draws = self.posterior_draws(up_stats, num_samples, training, seed=seed,
+                                     noise_alg=noise_alg)
         log_px = tf.reduce_sum(
             self.decode(draws[0].z, training).log_prob(tile_samples(x, num_samples)), axis=-1)
         kl_per_unit, log_ratio = [], 0.0
@@ -184,10 +190,10 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
                 kl_per_unit.append(log_q_minus_log_p)
         return dict(log_px=log_px, kl_per_unit=kl_per_unit, log_pz_minus_log_qz=log_ratio)
 
-    def log_weights(self, x, num_samples, up_stats=None, seed=None):
+    def log_weights(self, x, num_samples, up_stats=None, seed=None, noise_alg=noise.DEFAULT):
         """Importance log weights log p(x, z_k) - log q(z_k | x) in inference mode: [K, B]."""
         terms = self.evaluate_terms(x, num_samples, training=False, up_stats=up_stats,
-                                    seed=seed)
+                                    seed=seed, noise_alg=noise_alg)
         return tf.reshape(terms["log_px"] + terms["log_pz_minus_log_qz"], [num_samples, -1])
 
     # ------------------------------------------------------------------------ generation
@@ -215,6 +221,5 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
         noises = []
         for i, size in enumerate(self.spec.latent_sizes):
             shape = [num_samples, size]
-            noises.append(tf.random.normal(shape) if seed is None else
-                          tf.random.stateless_normal(shape, seed=_layer_seed(seed, i)))
+            noises.append(noise.standard_normal(shape, _layer_seed(seed, i)))
         return self.decode_noise(noises, temperature)

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tf_lvae import bounds
 from tf_lvae import distribute
+from tf_lvae import noise
 from tf_lvae.metrics import ActiveUnits
 
 
@@ -104,7 +105,7 @@ class TrainStepMixin:
         saved_statistics = [tf.identity(v) for v in self.non_trainable_weights]
         with tf.GradientTape() as tape:
             terms = self.evaluate_terms(x, self.mc_samples * self.iw_samples, training=True,
-                                        seed=seed)
+                                        seed=seed, noise_alg=noise.algorithm(self.jit_compile))
             objective = training_objective(terms, self.mc_samples, self.iw_samples, beta)
             loss = -tf.reduce_mean(objective)
             # The optimizer sums the replicas' gradients: 1/R makes it the global mean's.
@@ -125,5 +126,6 @@ class TrainStepMixin:
         # given weights do not depend on what ran before (e.g. on a resumed run).
         seed = (None if self.noise_seed is None else distribute.replica_seed(
             self.noise_seed + 1, self.trackers["loss"].count))
-        terms = self.evaluate_terms(x, 1, training=False, seed=seed)
+        terms = self.evaluate_terms(x, 1, training=False, seed=seed,
+                                    noise_alg=noise.algorithm(self.jit_compile))
         return self._record(terms, training_objective(terms, 1, 1, 1.0), tf.constant(1.0))

@@ -164,6 +164,8 @@ def run_worker(args):
     def new_model(inference, jit):
         keras.utils.set_random_seed(0)
         model = build_model(ModelSpec(inference=inference))
+        # as tf_lvae.training: seeded (stateless, resumable) posterior noise
+        model.configure_objective(noise_seed=0)
         model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-4), jit_compile=jit)
         return model
 
