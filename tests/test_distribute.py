@@ -65,7 +65,7 @@ TWO_DEVICES = textwrap.dedent("""
     class MeanDraws(HierarchicalVAE):
         # Posterior means instead of samples: without noise, replicas must match one device.
         def posterior_draws(self, up_stats, num_samples=1, training=False,
-                            deterministic=False, seed=None):
+                            deterministic=False, seed=None, noise_alg=None):
             return super().posterior_draws(up_stats, num_samples, training, True, seed)
 
     spec = experiment_config.model_spec(config)

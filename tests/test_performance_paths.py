@@ -66,10 +66,11 @@ def test_lean_log_weights_equal_reference(inference, likelihood):
     lean = importance_weights.log_weights(model, x, 4, seed=seed)
     assert lean.shape == (4, 3)
     np.testing.assert_allclose(lean, reference, rtol=1e-5, atol=2e-4)
-    # the CPU evaluation path (a TF graph) and XLA compute the same function as eager
-    # the CPU evaluation path runs it as a TF graph
-    graph = tf.function(lambda x: importance_weights.log_weights(model, x, 4, seed=seed))
-    np.testing.assert_allclose(graph(x), reference, rtol=1e-5, atol=2e-4)
+    # the CPU evaluation path runs it as a TF graph, its elementwise work in XLA functions
+    for fused in (False, True):
+        graph = tf.function(lambda x: importance_weights.log_weights(model, x, 4, seed=seed,
+                                                                     fused=fused))
+        np.testing.assert_allclose(graph(x), reference, rtol=1e-5, atol=2e-4)
 
 
 def test_lean_log_weights_equal_reference_under_xla():
@@ -101,6 +102,10 @@ def test_streamed_bound_equals_reference_bound():
     bound = tf.function(lambda images: evaluation.iw_bound_per_example(
         model, images, total, chunk, seed=tf.constant(seed)))
     np.testing.assert_allclose(bound(images), expected, rtol=1e-5, atol=2e-4)
+    # what evaluate_images runs on CPU: the graph with fused elementwise work
+    production = evaluation.iw_bound_function(model, total, chunk, jit_compile=False)
+    np.testing.assert_allclose(production(images, tf.constant(seed)), expected, rtol=1e-5,
+                               atol=2e-4)
 
 
 def test_evaluate_images_auto_matches_xla_within_monte_carlo_error():

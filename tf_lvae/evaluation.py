@@ -18,14 +18,15 @@ from tf_lvae.metrics import ACTIVE_UNIT_THRESHOLD
 
 
 def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None,
-                         noise_alg=noise.DEFAULT):
+                         noise_alg=noise.DEFAULT, fused=False):
     """L_K (eq. 6) per example [B] of images [B, h, w, c], streamed in chunks of samples.
 
     num_samples (K) is a Python int (static chunks, XLA-compilable: what evaluate_images
     uses) or an int32 scalar tensor (a serving input: chunks of dynamic size). With seed=None
     the samples come from the global RNG; an int32 scalar seed makes the bound reproducible
     (each chunk draws with a stateless seed derived from (seed, chunk index)), with the
-    generator noise_alg (`noise.algorithm(jit_compile)`).
+    generator noise_alg (`noise.algorithm(jit_compile)`). fused: see
+    `importance_weights.log_weights`.
     """
     x = model.flatten_images(images)
     # Per-example work (upward pass, folded BatchNorm, merge precisions) once for all chunks.
@@ -37,7 +38,7 @@ def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None,
             [], seed=tf.stack([tf.cast(seed, tf.int32), index]), minval=None, maxval=None,
             dtype=tf.int32)
         return importance_weights.log_weights(model, x, size, prepared, seed=chunk_seed,
-                                               noise_alg=noise_alg)
+                                               noise_alg=noise_alg, fused=fused)
 
     if tf.is_tensor(num_samples):
         total = tf.cast(num_samples, tf.int32)
@@ -92,13 +93,15 @@ def _compiled(model, key, build):
     return functions[key]
 
 
-def _iw_bound_fn(model, num_samples, chunk_size, jit_compile):
-    """f(images [B, h, w, c], seed int32 scalar) -> L_K per example [B]."""
+def iw_bound_function(model, num_samples, chunk_size, jit_compile="auto"):
+    """The compiled L_K that `evaluate_images` runs: f(images [B, h, w, c], seed int32
+    scalar) -> L_K per example [B]. As a TF graph (CPU) the elementwise work between the
+    matmuls runs in small XLA functions (`importance_weights`, fused=True)."""
     jit = resolve_jit_compile(jit_compile)
 
     def iw_bound(images, seed):
         return iw_bound_per_example(model, images, num_samples, chunk_size, seed=seed,
-                                    noise_alg=noise.algorithm(jit))
+                                    noise_alg=noise.algorithm(jit), fused=not jit)
 
     return _compiled(model, ("iw", num_samples, chunk_size, jit),
                      lambda: tf.function(iw_bound, jit_compile=jit, reduce_retracing=True))
@@ -155,7 +158,7 @@ def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_siz
                                                                                  sums)]
     kl_per_unit = [s / num_examples for s in kl_unit_sums]
 
-    iw_fn = _iw_bound_fn(model, iw_samples, chunk_size, jit_compile)
+    iw_fn = iw_bound_function(model, iw_samples, chunk_size, jit_compile)
     progress = keras.utils.Progbar(num_examples, verbose=verbose,
                                    unit_name="example") if verbose else None
     iw_sum = 0.0

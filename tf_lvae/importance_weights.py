@@ -14,7 +14,13 @@ checks it against the reference with the same stateless seeds):
   * variances stay variances (no sqrt -> Normal -> square round trips), no KL terms;
   * log 2pi cancels between p and q per unit; (z - mean_q)^2 / var_q = eps^2 exactly;
     log var_q - log var_p = -log(1 + var_p / var_hat) (one log instead of two);
-  * hidden layers are matmul + bias_add + activation: one fused oneDNN call in a CPU graph.
+  * per-example tensors broadcast over the samples inside the elementwise work (no tiled
+    copies of x or of the merge's per-example terms);
+  * hidden layers are matmul + bias_add + activation: one fused oneDNN call in a CPU graph;
+  * fused=True (what `evaluation` uses in a CPU graph) runs the elementwise work between two
+    matmuls (softplus variances, merge, draw, log densities, the Bernoulli likelihood) as
+    small XLA-compiled functions: one loop each instead of one pass per op, while the
+    matmuls stay oneDNN's, which beat XLA:CPU's.
 The noise is drawn per layer, top to bottom, with the shapes and per-layer seeds
 `HierarchicalVAE.posterior_draws` uses, so a stateless seed gives the reference's samples.
 """
@@ -40,11 +46,6 @@ def _tile(tensor, num_samples):
     return tf.tile(tensor, multiples)
 
 
-def _head(head, features):
-    """(mean, variance) of a GaussianHead, computed in the head's (float32) dtype."""
-    return head.mean_and_variance(features)
-
-
 def _mlp_weights(model):
     return dict(up=[mlp.inference_weights() for mlp in model.up_mlps],
                 down=[mlp.inference_weights() for mlp in model.down_mlps],
@@ -55,104 +56,198 @@ def prepare(model, x):
     """Per-example work for `log_weights`, done once for all K samples of x [B, D_x]."""
     weights = _mlp_weights(model)
     if model.spec.inference == "vae":
-        mean, var = _head(model.up_heads[0],
-                          model.up_mlps[0].apply_inference_weights(weights["up"][0], x))
+        mean, var = model.up_heads[0].mean_and_variance(
+            model.up_mlps[0].apply_inference_weights(weights["up"][0], x))
         return Prepared(weights, dict(mean=mean, std=tf.sqrt(var),
                                       sum_log_var=tf.reduce_sum(tf.math.log(var), -1)))
     lower, d = [], x
     for i, (mlp, head) in enumerate(zip(model.up_mlps, model.up_heads)):
         d = mlp.apply_inference_weights(weights["up"][i], d)
-        mean, var = _head(head, d)
+        mean, var = head.mean_and_variance(d)
         lower.append((tf.math.reciprocal(var), mean / var))   # precision, mean * precision
     top_mean, top_var = mean, var
     return Prepared(weights, dict(lower=lower[:-1], mean=top_mean, std=tf.sqrt(top_var),
                                   sum_log_var=tf.reduce_sum(tf.math.log(top_var), -1)))
 
 
-def _draw_first(prepared, num_samples, seed, layer, alg):
-    """z ~ N(mean, std^2) tiled over samples, and log p_std(z) - log q(z) without log 2pi."""
+def _dense(dense, features):
+    """A Keras Dense as matmul + bias_add: one fused oneDNN call in a CPU graph."""
+    features = tf.cast(features, dense.compute_dtype)
+    return tf.nn.bias_add(tf.matmul(features, dense.kernel), dense.bias)
+
+
+def _by_sample(rows, per_example):
+    """Sample-major rows [S*B, ...] -> [S, B, ...], so per-example tensors [B, ...] broadcast
+    over the samples instead of being tiled."""
+    return tf.reshape(rows, tf.concat([[-1], tf.shape(per_example)], 0))
+
+
+# ---- The elementwise work between two matmuls, as pure functions of tensors. With fused=True
+# each runs XLA-compiled inside the CPU graph: one loop instead of one pass per op.
+def _lvae_layer_terms(pre_activation, precision_hat, mean_times_precision_hat, eps, floor):
+    """One top-down LVAE layer from the pre-activation [S*B, 2D] of its prior's head.
+
+    Returns the draw z ~ q(z | .) = merge(N(mean_hat, var_hat), p(z | parent)) (eqs 17-19),
+    [S*B, D], and log p(z | parent) - log q(z | .) summed over units, [S*B]. eps [S*B, D] is
+    the standard-normal noise; precision_hat = 1/var_hat and mean_hat/var_hat are [B, D].
+    """
+    rows_shape = tf.shape(eps)
+    mean_p, pre_variance = tf.split(_by_sample(pre_activation, tf.concat(
+        [precision_hat, precision_hat], -1)), 2, axis=-1)
+    precision_p = tf.math.reciprocal(gaussian_math.softplus_variance(pre_variance, floor))
+    var_q = tf.math.reciprocal(precision_hat + precision_p)   # eq. 18
+    mean_q = (mean_times_precision_hat + mean_p * precision_p) * var_q
+    eps = _by_sample(eps, precision_hat)
+    z = mean_q + tf.sqrt(var_q) * eps
+    # log N(z; mean_p, var_p) - log N(z; mean_q, var_q): log 2pi cancels,
+    # (z - mean_q)^2 / var_q = eps^2
+    term = 0.5 * tf.reduce_sum(tf.square(eps) + tf.math.log(var_q * precision_p)
+                               - tf.math.squared_difference(z, mean_p) * precision_p, -1)
+    return tf.reshape(z, rows_shape), tf.reshape(term, [-1])
+
+
+def _gaussian_draw_terms(pre_activation, eps, floor):
+    """A VAE posterior layer q(z | z_below) from its head's pre-activation [N, 2D]: the draw
+    z [N, D] and -log q(z) without log 2pi, 0.5 sum(eps^2 + log var) [N]."""
+    mean, var = _mean_and_variance(pre_activation, floor)
+    return mean + tf.sqrt(var) * eps, 0.5 * tf.reduce_sum(tf.square(eps) + tf.math.log(var), -1)
+
+
+def _gaussian_log_density(pre_activation, z, floor):
+    """log N(z; mean, var) without log 2pi, summed over units [N], from the head's
+    pre-activation [N, 2D]."""
+    mean, var = _mean_and_variance(pre_activation, floor)
+    return -0.5 * tf.reduce_sum(tf.math.log(var) + tf.math.squared_difference(z, mean) / var,
+                                -1)
+
+
+def _mean_and_variance(pre_activation, floor):
+    mean, pre_variance = tf.split(pre_activation, 2, axis=-1)
+    return mean, gaussian_math.softplus_variance(pre_variance, floor)
+
+
+def _bernoulli_log_likelihood(logits, x):
+    """sum_d log Bernoulli(x_d; sigmoid(l_d)) = sum_d x_d l_d - softplus(l_d) per row [S*B]
+    (valid for x in [0, 1]); logits [S*B, D] sample-major, x [B, D]."""
+    logits = _by_sample(logits, x)
+    return tf.reshape(tf.reduce_sum(x * logits - tf.nn.softplus(logits), -1), [-1])
+
+
+def _bernoulli_log_likelihood_unfused(logits, x):
+    """`_bernoulli_log_likelihood` as TF ops: x . l as one einsum kernel instead of a
+    broadcast product and a pass of its own, then softplus and its sum."""
+    x_dot_logits = tf.einsum("sbd,bd->sb", _by_sample(logits, x), x)
+    return tf.reshape(x_dot_logits, [-1]) - tf.reduce_sum(tf.nn.softplus(logits), -1)
+
+
+def _gaussian_log_likelihood(pre_activation, x, floor):
+    """sum_d log N(x_d; mean_d, var_d) per row [S*B] from the observation head's
+    pre-activation [S*B, 2D]; x [B, D]."""
+    mean, var = _mean_and_variance(pre_activation, floor)
+    log_prob = gaussian_math.gaussian_log_prob(x, _by_sample(mean, x), _by_sample(var, x))
+    return tf.reshape(tf.reduce_sum(log_prob, -1), [-1])
+
+
+_XLA_COMPILED = {}
+
+
+def _compiled(function, fused):
+    """`function`, or (fused) its XLA-compiled copy, compiled once per input shape."""
+    if not fused:
+        return function
+    if function not in _XLA_COMPILED:
+        _XLA_COMPILED[function] = tf.function(function, jit_compile=True,
+                                              reduce_retracing=True)
+    return _XLA_COMPILED[function]
+
+
+# ---- The passes.
+def _draw_top(prepared, num_samples, seed, layer, alg):
+    """The first draw, z ~ N(mean, std^2) of the per-example statistics tiled over samples;
+    returns (z, eps)."""
     stats = prepared.stats
     mean = _tile(stats["mean"], num_samples)
     eps = _noise(tf.shape(mean), seed, layer, mean.dtype, alg)
-    return mean, eps
+    return mean + _tile(stats["std"], num_samples) * eps, eps
 
 
-def _lvae_latents(model, prepared, num_samples, seed, alg):
+def _lvae_latents(model, prepared, num_samples, seed, alg, fused):
     """z_1 [S*B, D_1] and sum_i log p(z_i|z_{i+1}) - log q(z_i|.) [S*B] for the LVAE."""
     stats, weights = prepared.stats, prepared.weights
     num_layers = model.spec.num_layers
-    mean, eps = _draw_first(prepared, num_samples, seed, num_layers - 1, alg)
-    z = mean + _tile(stats["std"], num_samples) * eps
+    z, eps = _draw_top(prepared, num_samples, seed, num_layers - 1, alg)
     # top layer: log N(z; 0, 1) - log N(z; mean, var) = 0.5 (eps^2 - z^2 + log var)
     log_ratio = (0.5 * tf.reduce_sum(tf.square(eps) - tf.square(z), -1)
                  + 0.5 * _tile(stats["sum_log_var"], num_samples))
+    layer_terms = _compiled(_lvae_layer_terms, fused)
     for i in reversed(range(num_layers - 1)):
-        mean_p, var_p = _head(model.down_heads[i], model.down_mlps[i].apply_inference_weights(
+        head = model.down_heads[i]
+        pre_activation = _dense(head.dense, model.down_mlps[i].apply_inference_weights(
             weights["down"][i], z))
-        precision_hat, mean_times_precision_hat = stats["lower"][i]
-        precision_p = tf.math.reciprocal(var_p)
-        var_q = tf.math.reciprocal(_tile(precision_hat, num_samples) + precision_p)  # eq. 18
-        mean_q = (_tile(mean_times_precision_hat, num_samples) + mean_p * precision_p) * var_q
-        eps = _noise(tf.shape(mean_q), seed, i, mean_q.dtype, alg)
-        z = mean_q + tf.sqrt(var_q) * eps
-        # log N(z; mean_p, var_p) - log N(z; mean_q, var_q)
-        log_ratio += 0.5 * tf.reduce_sum(
-            tf.square(eps) + tf.math.log(var_q * precision_p)
-            - tf.math.squared_difference(z, mean_p) * precision_p, -1)
+        eps = _noise([tf.shape(pre_activation)[0], head.units], seed, i,
+                     pre_activation.dtype, alg)
+        z, term = layer_terms(pre_activation, *stats["lower"][i], eps, head.variance_floor)
+        log_ratio += term
     return z, log_ratio
 
 
-def _vae_latents(model, prepared, num_samples, seed, alg):
+def _vae_latents(model, prepared, num_samples, seed, alg, fused):
     """z_1 and the log ratio for the bottom-up VAE: q(z_i | z_{i-1}), then the priors."""
     stats, weights = prepared.stats, prepared.weights
     num_layers = model.spec.num_layers
-    mean, eps = _draw_first(prepared, num_samples, seed, 0, alg)
-    zs = [mean + _tile(stats["std"], num_samples) * eps]
+    z, eps = _draw_top(prepared, num_samples, seed, 0, alg)
+    zs = [z]
     # -log q(z_1 | x) without log 2pi: 0.5 (eps^2 + log var)
     log_ratio = 0.5 * (tf.reduce_sum(tf.square(eps), -1)
                        + _tile(stats["sum_log_var"], num_samples))
+    draw_terms = _compiled(_gaussian_draw_terms, fused)
     for i in range(1, num_layers):
-        mean, var = _head(model.up_heads[i], model.up_mlps[i].apply_inference_weights(
+        head = model.up_heads[i]
+        pre_activation = _dense(head.dense, model.up_mlps[i].apply_inference_weights(
             weights["up"][i], zs[-1]))
-        eps = _noise(tf.shape(mean), seed, i, mean.dtype, alg)
-        zs.append(mean + tf.sqrt(var) * eps)
-        log_ratio += 0.5 * tf.reduce_sum(tf.square(eps) + tf.math.log(var), -1)
+        eps = _noise([tf.shape(pre_activation)[0], head.units], seed, i,
+                     pre_activation.dtype, alg)
+        z, minus_log_q = draw_terms(pre_activation, eps, head.variance_floor)
+        zs.append(z)
+        log_ratio += minus_log_q
     log_ratio -= 0.5 * tf.reduce_sum(tf.square(zs[-1]), -1)   # log p(z_L), N(0, I)
+    log_density = _compiled(_gaussian_log_density, fused)
     for i in range(num_layers - 1):
-        mean_p, var_p = _head(model.down_heads[i], model.down_mlps[i].apply_inference_weights(
+        head = model.down_heads[i]
+        pre_activation = _dense(head.dense, model.down_mlps[i].apply_inference_weights(
             weights["down"][i], zs[i + 1]))
-        log_ratio -= 0.5 * tf.reduce_sum(
-            tf.math.log(var_p) + tf.math.squared_difference(zs[i], mean_p) / var_p, -1)
+        log_ratio += log_density(pre_activation, zs[i], head.variance_floor)
     return zs[0], log_ratio
 
 
-def _log_likelihood(model, prepared, x, z1, num_samples):
-    """log p(x | z_1) summed over pixels [S*B], x [B, D_x] tiled over samples."""
+def _log_likelihood(model, prepared, x, z1, fused):
+    """log p(x | z_1) summed over pixels [S*B]; x [B, D_x] broadcast over the samples."""
     features = model.decoder_mlp.apply_inference_weights(prepared.weights["decoder"], z1)
     if model.spec.likelihood == "bernoulli":
-        dense = model.observation.logits
-        features = tf.cast(features, dense.compute_dtype)
-        # bias_add (not a broadcast add): CPU graphs fuse it into the matmul
-        logits = tf.nn.bias_add(tf.matmul(features, dense.kernel), dense.bias)
-        # log Bernoulli(x; sigmoid(l)) = x l - softplus(l), valid for x in [0, 1]; the x l
-        # term contracts the [S, B, D] logits with x [B, D] directly: no tiled copy of x
-        x_dot_logits = tf.einsum("sbd,bd->sb", tf.reshape(
-            logits, [num_samples, -1, model.spec.num_pixels]), tf.cast(x, logits.dtype))
-        return tf.reshape(x_dot_logits, [-1]) - tf.reduce_sum(tf.nn.softplus(logits), -1)
-    mean, var = _head(model.observation.head, features)
-    return tf.reduce_sum(gaussian_math.gaussian_log_prob(_tile(x, num_samples), mean, var), -1)
+        logits = _dense(model.observation.logits, features)
+        x = tf.cast(x, logits.dtype)
+        if fused:
+            return _compiled(_bernoulli_log_likelihood, True)(logits, x)
+        return _bernoulli_log_likelihood_unfused(logits, x)
+    head = model.observation.head
+    pre_activation = _dense(head.dense, features)
+    return _compiled(_gaussian_log_likelihood, fused)(
+        pre_activation, tf.cast(x, pre_activation.dtype), head.variance_floor)
 
 
-def log_weights(model, x, num_samples, prepared=None, seed=None, noise_alg=noise.DEFAULT):
+def log_weights(model, x, num_samples, prepared=None, seed=None, noise_alg=noise.DEFAULT,
+                fused=False):
     """Importance log weights [K, B] of flattened x [B, D_x] in inference mode.
 
     num_samples (K): Python int or int32 scalar tensor. prepared: `prepare(model, x)`, to
     share the per-example work between chunks. seed: None (global RNG) or an int32 scalar
     (stateless, the same draws as `model.log_weights(x, K, seed=seed, noise_alg=noise_alg)`).
+    fused: run the elementwise work between matmuls XLA-compiled (for a CPU graph, whose
+    oneDNN matmuls beat XLA's; pointless inside an XLA function, which fuses it anyway).
     """
     if prepared is None:
         prepared = prepare(model, x)
     latents = _lvae_latents if model.spec.inference == "lvae" else _vae_latents
-    z1, log_ratio = latents(model, prepared, num_samples, seed, noise_alg)
-    log_px = _log_likelihood(model, prepared, x, z1, num_samples)
+    z1, log_ratio = latents(model, prepared, num_samples, seed, noise_alg, fused)
+    log_px = _log_likelihood(model, prepared, x, z1, fused)
     return tf.reshape(log_px + log_ratio, [num_samples, -1])

@@ -256,9 +256,8 @@ def _epoch(args, model, data, tf, step_rate):
 def _eval(args, inference, new_model, evaluation, tf, np, f):
     model = new_model(inference, False)
     jit = {"auto": "auto", "xla": True, "graph": False}[args.eval_jit]
-    bound = tf.function(
-        lambda images: evaluation.iw_bound_per_example(model, images, args.K, args.chunk),
-        jit_compile=evaluation.resolve_jit_compile(jit), reduce_retracing=True)
+    iw_bound = evaluation.iw_bound_function(model, args.K, args.chunk, jit)
+    bound = lambda images: iw_bound(images, tf.constant(0))  # noqa: E731 (seeded, as evaluate)
     rng = np.random.default_rng(2)
     n = args.eval_examples * args.eval_batch
     images = (rng.random((n + args.eval_batch, 28, 28, 1)) < 0.5).astype(np.float32)
