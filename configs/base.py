@@ -37,6 +37,9 @@ def base_config():
     config.train.iw_samples = 1
     config.train.seed = 0
     config.train.jit_compile = True
+    # float32 | mixed_bfloat16 | mixed_float16 (loss-scaled): 16-bit MLP matmuls with float32
+    # weights, distribution heads and log-densities (for GPUs/TPUs; CPUs gain nothing)
+    config.train.precision = "float32"
     config.train.eval_every_epochs = 10       # L_1 on eval_split during training; 0 disables
     # Scale-out and fault tolerance (docs/FAULT_TOLERANCE.md); batch_size is the global batch.
     config.train.strategy = "default"         # default | mirrored | multi_worker (TF_CONFIG) | tpu

@@ -84,6 +84,34 @@ def test_layers_shortcut_keeps_the_bottom_layers():
         experiment_config.apply_shortcuts(mnist.get_config(), layers=6)
 
 
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_training_learns_resumes_and_loads_as_float32(tmp_path, precision):
+    """16-bit MLPs (float16 with loss scaling) with float32 heads: the ELBO improves like a
+    float32 run's, a resumed run continues, and the model_dir loads into a float32 model."""
+    config = tiny_config(epochs=2, precision=precision)
+    model_dir = str(tmp_path / "run")
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt("simulated interruption after the first epoch")
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, model_dir, extra_callbacks=[Interrupt()])
+    model, history = training.train(config, model_dir)
+    assert history.epoch == [1]
+    assert model.up_mlps[0].compute_dtype == precision.split("_")[1]
+    assert model.up_heads[0].dense.compute_dtype == "float32"
+    if precision == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert np.isfinite(float(model.optimizer.dynamic_scale.numpy()))
+    assert history.history["skipped_steps"][0] <= 10   # loss-scale calibration at most
+    test_images = data.load_arrays("binarized_mnist", "test")[0][:500]
+    loaded, _, epochs = load_model(model_dir)
+    assert epochs == 2 and loaded.up_mlps[0].compute_dtype == "float32"
+    elbo = evaluate_images(loaded, test_images, iw_samples=1, verbose=0)["elbo"]
+    assert -300 < elbo   # an untrained model is near -543 nats (see the float32 test above)
+
+
 @pytest.mark.parametrize("section, field, value, message", [
     ("train", "epochs", 0, "train.epochs must be an integer >= 1"),
     ("train", "learning_rate", -1.0, "train.learning_rate must be > 0"),
@@ -91,6 +119,7 @@ def test_layers_shortcut_keeps_the_bottom_layers():
     ("model", "hidden_sizes", (512,), "one width per stochastic layer"),
     ("data", "dataset", "cifar", "unknown dataset 'cifar'"),
     ("data", "train_split", "everything", "data.train_split must be one of"),
+    ("train", "precision", "float8", "train.precision must be one of"),
 ])
 def test_bad_config_values_get_specific_errors(section, field, value, message):
     config = tiny_config()

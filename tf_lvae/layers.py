@@ -5,6 +5,8 @@ mean = Linear(d) and var = Softplus(Linear(d)). Heads return `tfd.Normal` / `tfd
 objects so the model reads like the paper; the pure maths they rely on lives in
 `gaussian_math`. (`tfp.layers` are tf-keras layers and do not work in Keras 3, hence these.)
 """
+import contextlib
+
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -17,6 +19,24 @@ tfd = tfp.distributions
 LEAKY_RELU_SLOPE = 0.1  # the paper's max(x, 0.1 x)
 BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9
+
+
+# Keras dtype policies a model can be built with (`build_model(spec, precision)`).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@contextlib.contextmanager
+def global_dtype_policy(precision):
+    """Build layers under Keras dtype policy `precision`; the previous global policy returns
+    afterwards (layers keep the policy they were built with)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def distribution_dtype():

@@ -18,6 +18,7 @@ import tempfile
 
 import tensorflow as tf
 
+from tf_lvae import layers
 from tf_lvae.model import HierarchicalVAE
 from tf_lvae.model_spec import ModelSpec
 
@@ -74,10 +75,15 @@ def read_json(path, default=None):
     return json.loads(path.read_text())
 
 
-def build_model(spec):
-    """A HierarchicalVAE with every weight created (called once on a zero batch)."""
-    model = HierarchicalVAE(spec)
-    model(tf.zeros([1, *spec.image_shape]))
+def build_model(spec, precision="float32"):
+    """A HierarchicalVAE with every weight created (called once on a zero batch).
+
+    precision: a Keras dtype policy of `layers.PRECISIONS`. Weights are float32 under every
+    policy, so a checkpoint of a mixed-precision run restores into a float32 model.
+    """
+    with layers.global_dtype_policy(precision):
+        model = HierarchicalVAE(spec)
+        model(tf.zeros([1, *spec.image_shape]))
     return model
 
 

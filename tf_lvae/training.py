@@ -82,7 +82,8 @@ def train(config, model_dir, extra_callbacks=()):
         diagnostics_callbacks = []
     keras.utils.set_random_seed(config.train.seed)
     with strategy.scope():
-        model = model_dir_lib.build_model(spec)
+        precision = config.train.get("precision", "float32")
+        model = model_dir_lib.build_model(spec, precision)
         if option("sync_batch_norm"):
             distribute.synchronize_batch_norm(model)
         model.configure_objective(config.train.mc_samples, config.train.iw_samples,
@@ -90,6 +91,8 @@ def train(config, model_dir, extra_callbacks=()):
                                   noise_seed=config.train.seed)
         optimizer = keras.optimizers.Adam(config.train.learning_rate,
                                           epsilon=config.train.adam_epsilon)
+        if precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer,
                       jit_compile=distribute.jit_compile_for(strategy, config.train.jit_compile))
         optimizer.build(model.trainable_variables)

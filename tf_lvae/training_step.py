@@ -110,10 +110,17 @@ class TrainStepMixin:
             loss = -tf.reduce_mean(objective)
             # The optimizer sums the replicas' gradients: 1/R makes it the global mean's.
             replica_loss = loss / distribute.num_replicas()
+            loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+            if loss_scaled:  # mixed_float16
+                replica_loss = self.optimizer.scale_loss(replica_loss)
         gradients = tape.gradient(replica_loss, self.trainable_variables)
         finite = distribute.all_replicas_true(distribute.all_finite([loss, *gradients]))
-        distribute.apply_gradients_if(finite, self.optimizer, gradients,
-                                      self.trainable_variables)
+        if loss_scaled:
+            # It skips non-finite steps itself, and must see them to lower its loss scale.
+            self.optimizer.apply(gradients, self.trainable_variables)
+        else:
+            distribute.apply_gradients_if(finite, self.optimizer, gradients,
+                                          self.trainable_variables)
         distribute.settle_statistics(finite, self.non_trainable_weights, saved_statistics)
         tf.cond(finite, lambda: self._update_metrics(terms, objective, beta), lambda: None)
         self.trackers["skipped_steps"].update_state(

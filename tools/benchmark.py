@@ -63,8 +63,9 @@ def parse_args(argv=None):
                    help="iw_batch_size of the memory run (configs/base.py default)")
     p.add_argument("--memory_chunk", type=int, default=1000,
                    help="chunk_size of the memory run (configs/base.py default)")
-    p.add_argument("--mixed_precision", default=None,
-                   help="a Keras dtype policy for the MLPs, e.g. mixed_bfloat16 (GPU)")
+    p.add_argument("--precision", default="float32",
+                   choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   help="train.precision: 16-bit MLPs, float32 heads (for GPUs)")
     p.add_argument("--skip_train", action="store_true")
     p.add_argument("--skip_eval", action="store_true")
     p.add_argument("--skip_epoch", action="store_true")
@@ -138,8 +139,6 @@ def run_worker(args):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras
-    if args.mixed_precision:
-        keras.config.set_dtype_policy(args.mixed_precision)
     from tf_lvae import data, evaluation
     from tf_lvae.model_dir import build_model
     from tf_lvae.model_spec import ModelSpec
@@ -163,10 +162,13 @@ def run_worker(args):
 
     def new_model(inference, jit):
         keras.utils.set_random_seed(0)
-        model = build_model(ModelSpec(inference=inference))
-        # as tf_lvae.training: seeded (stateless, resumable) posterior noise
+        model = build_model(ModelSpec(inference=inference), args.precision)
+        # as tf_lvae.training: seeded (stateless, resumable) posterior noise, loss scaling
         model.configure_objective(noise_seed=0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-4), jit_compile=jit)
+        optimizer = keras.optimizers.Adam(1e-3, epsilon=1e-4)
+        if args.precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer, jit_compile=jit)
         return model
 
     for inference in args.models.split(","):
