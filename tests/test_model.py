@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import gaussian_math
 from tf_lvae.evaluation import evaluate_images
 from tf_lvae.model_dir import build_model
 from tf_lvae.model_spec import ModelSpec

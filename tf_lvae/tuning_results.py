@@ -4,7 +4,6 @@ Rows are read from keras-tuner's own trial records (status, hyperparameters, sco
 trial's run.json (seconds, error), so the table is what the tuner itself decided.
 """
 import csv
-import json
 import math
 import os
 

@@ -7,7 +7,6 @@ test images binarized once; prints one JSON line.
 """
 import argparse
 import json
-import math
 import sys
 import time
 
