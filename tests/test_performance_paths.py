@@ -146,6 +146,11 @@ def test_mixed_precision_keeps_distribution_heads_float32():
     finally:
         keras.config.set_dtype_policy(previous)
     assert layers.distribution_dtype() is None
+    # the same through build_model's precision, which leaves the global policy as it was
+    model = build_model(ModelSpec(**SMALL), "mixed_bfloat16")
+    assert model.up_mlps[0].compute_dtype == "bfloat16"
+    assert model.up_heads[0].dense.compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == previous.name
 
 
 def test_benchmark_flop_counts_match_the_peer_convention():

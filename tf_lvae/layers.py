@@ -27,8 +27,11 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 @contextlib.contextmanager
 def global_dtype_policy(precision):
-    """Build layers under Keras dtype policy `precision`; the previous global policy returns
-    afterwards (layers keep the policy they were built with)."""
+    """Build layers under Keras dtype policy `precision` (None: leave the global policy); the
+    previous global policy returns afterwards (layers keep the policy they were built with)."""
+    if precision is None:
+        yield
+        return
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     previous = keras.config.dtype_policy()

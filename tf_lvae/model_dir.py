@@ -75,11 +75,12 @@ def read_json(path, default=None):
     return json.loads(path.read_text())
 
 
-def build_model(spec, precision="float32"):
+def build_model(spec, precision=None):
     """A HierarchicalVAE with every weight created (called once on a zero batch).
 
-    precision: a Keras dtype policy of `layers.PRECISIONS`. Weights are float32 under every
-    policy, so a checkpoint of a mixed-precision run restores into a float32 model.
+    precision: a Keras dtype policy of `layers.PRECISIONS`, or None for Keras' global policy.
+    Weights are float32 under every policy, so a checkpoint of a mixed-precision run restores
+    into a float32 model.
     """
     with layers.global_dtype_policy(precision):
         model = HierarchicalVAE(spec)
