@@ -29,6 +29,7 @@ import collections
 import tensorflow as tf
 
 from tf_lvae import gaussian_math
+from tf_lvae import layers
 from tf_lvae import noise
 
 # What depends on the examples only: BatchNorm-folded weights and per-example statistics.
@@ -76,10 +77,10 @@ def _dense(dense, features):
     return tf.nn.bias_add(tf.matmul(features, dense.kernel), dense.bias)
 
 
-def _by_sample(rows, per_example):
+def _by_sample(rows, batch_size):
     """Sample-major rows [S*B, ...] -> [S, B, ...], so per-example tensors [B, ...] broadcast
     over the samples instead of being tiled."""
-    return tf.reshape(rows, tf.concat([[-1], tf.shape(per_example)], 0))
+    return tf.reshape(rows, tf.concat([[-1, batch_size], tf.shape(rows)[1:]], 0))
 
 
 # ---- The elementwise work between two matmuls, as pure functions of tensors. With fused=True
@@ -91,13 +92,12 @@ def _lvae_layer_terms(pre_activation, precision_hat, mean_times_precision_hat, e
     [S*B, D], and log p(z | parent) - log q(z | .) summed over units, [S*B]. eps [S*B, D] is
     the standard-normal noise; precision_hat = 1/var_hat and mean_hat/var_hat are [B, D].
     """
-    rows_shape = tf.shape(eps)
-    mean_p, pre_variance = tf.split(_by_sample(pre_activation, tf.concat(
-        [precision_hat, precision_hat], -1)), 2, axis=-1)
-    precision_p = tf.math.reciprocal(gaussian_math.softplus_variance(pre_variance, floor))
+    rows_shape, batch_size = tf.shape(eps), tf.shape(precision_hat)[0]
+    mean_p, var_p = layers.gaussian_parameters(_by_sample(pre_activation, batch_size), floor)
+    precision_p = tf.math.reciprocal(var_p)
     var_q = tf.math.reciprocal(precision_hat + precision_p)   # eq. 18
     mean_q = (mean_times_precision_hat + mean_p * precision_p) * var_q
-    eps = _by_sample(eps, precision_hat)
+    eps = _by_sample(eps, batch_size)
     z = mean_q + tf.sqrt(var_q) * eps
     # log N(z; mean_p, var_p) - log N(z; mean_q, var_q): log 2pi cancels,
     # (z - mean_q)^2 / var_q = eps^2
@@ -109,42 +109,39 @@ def _lvae_layer_terms(pre_activation, precision_hat, mean_times_precision_hat, e
 def _gaussian_draw_terms(pre_activation, eps, floor):
     """A VAE posterior layer q(z | z_below) from its head's pre-activation [N, 2D]: the draw
     z [N, D] and -log q(z) without log 2pi, 0.5 sum(eps^2 + log var) [N]."""
-    mean, var = _mean_and_variance(pre_activation, floor)
+    mean, var = layers.gaussian_parameters(pre_activation, floor)
     return mean + tf.sqrt(var) * eps, 0.5 * tf.reduce_sum(tf.square(eps) + tf.math.log(var), -1)
 
 
 def _gaussian_log_density(pre_activation, z, floor):
     """log N(z; mean, var) without log 2pi, summed over units [N], from the head's
     pre-activation [N, 2D]."""
-    mean, var = _mean_and_variance(pre_activation, floor)
+    mean, var = layers.gaussian_parameters(pre_activation, floor)
     return -0.5 * tf.reduce_sum(tf.math.log(var) + tf.math.squared_difference(z, mean) / var,
                                 -1)
-
-
-def _mean_and_variance(pre_activation, floor):
-    mean, pre_variance = tf.split(pre_activation, 2, axis=-1)
-    return mean, gaussian_math.softplus_variance(pre_variance, floor)
 
 
 def _bernoulli_log_likelihood(logits, x):
     """sum_d log Bernoulli(x_d; sigmoid(l_d)) = sum_d x_d l_d - softplus(l_d) per row [S*B]
     (valid for x in [0, 1]); logits [S*B, D] sample-major, x [B, D]."""
-    logits = _by_sample(logits, x)
+    logits = _by_sample(logits, tf.shape(x)[0])
     return tf.reshape(tf.reduce_sum(x * logits - tf.nn.softplus(logits), -1), [-1])
 
 
 def _bernoulli_log_likelihood_unfused(logits, x):
     """`_bernoulli_log_likelihood` as TF ops: x . l as one einsum kernel instead of a
     broadcast product and a pass of its own, then softplus and its sum."""
-    x_dot_logits = tf.einsum("sbd,bd->sb", _by_sample(logits, x), x)
+    x_dot_logits = tf.einsum("sbd,bd->sb", _by_sample(logits, tf.shape(x)[0]), x)
     return tf.reshape(x_dot_logits, [-1]) - tf.reduce_sum(tf.nn.softplus(logits), -1)
 
 
 def _gaussian_log_likelihood(pre_activation, x, floor):
     """sum_d log N(x_d; mean_d, var_d) per row [S*B] from the observation head's
     pre-activation [S*B, 2D]; x [B, D]."""
-    mean, var = _mean_and_variance(pre_activation, floor)
-    log_prob = gaussian_math.gaussian_log_prob(x, _by_sample(mean, x), _by_sample(var, x))
+    mean, var = layers.gaussian_parameters(pre_activation, floor)
+    batch_size = tf.shape(x)[0]
+    log_prob = gaussian_math.gaussian_log_prob(x, _by_sample(mean, batch_size),
+                                               _by_sample(var, batch_size))
     return tf.reshape(tf.reduce_sum(log_prob, -1), [-1])
 
 

@@ -148,8 +148,13 @@ class GaussianHead(keras.layers.Layer):
 
     def mean_and_variance(self, features):
         """(mean, variance), each [N, units], without building a distribution object."""
-        mean, pre_variance = tf.split(self.dense(features), 2, axis=-1)
-        return mean, gaussian_math.softplus_variance(pre_variance, self.variance_floor)
+        return gaussian_parameters(self.dense(features), self.variance_floor)
+
+
+def gaussian_parameters(pre_activation, variance_floor):
+    """(mean, Softplus(.) + floor) from a Gaussian head's fused pre-activation [N, 2 * units]."""
+    mean, pre_variance = tf.split(pre_activation, 2, axis=-1)
+    return mean, gaussian_math.softplus_variance(pre_variance, variance_floor)
 
 
 class BernoulliObservation(keras.layers.Layer):
