@@ -9,8 +9,10 @@ beta rises linearly from 0 to 1 over the warm-up steps (the paper's N_t epochs).
 Under a tf.distribute strategy each replica's loss is divided by the number of replicas (the
 optimizer sums their gradients). A step whose loss or gradients are not finite on any replica
 changes nothing (weights, optimizer state, BatchNorm statistics, metrics) and is counted in
-the `skipped_steps` metric. With a noise seed set, the posterior noise of a step is a pure
-function of (seed, optimizer step, replica), so a resumed run draws what an uninterrupted one did.
+the `skipped_steps` metric (under mixed_float16 the loss is scaled by Keras'
+LossScaleOptimizer, which skips such steps itself and lowers its scale). With a noise seed
+set, the posterior noise of a step is a pure function of (seed, optimizer step, replica), so
+a resumed run draws what an uninterrupted one did (its generator: `noise.algorithm`).
 """
 import keras
 import tensorflow as tf
