@@ -112,6 +112,37 @@ def test_mixed_precision_training_learns_resumes_and_loads_as_float32(tmp_path, 
     assert -300 < elbo   # an untrained model is near -543 nats (see the float32 test above)
 
 
+def test_steps_per_call_divides_the_epoch_and_the_steps_to_go():
+    from tf_lvae.fault_tolerance import steps_per_call
+    assert steps_per_call(8, 195) == 5              # MNIST: 195 steps per epoch
+    assert steps_per_call(8, 40) == 8
+    assert steps_per_call(8, 40, steps_done=12) == 4   # resumed after 12 of 40 steps
+    assert steps_per_call(1, 40) == 1 and steps_per_call(8, 7) == 7 and steps_per_call(8, 13) == 1
+
+
+def test_steps_per_execution_changes_speed_not_results(tmp_path):
+    """8 steps per call: the same weights as 1 per call, checkpoints at call ends, and an
+    interrupted run resumes to the same end."""
+    one = tiny_config(epochs=2, checkpoint_every_steps=12)
+    many = tiny_config(epochs=2, checkpoint_every_steps=12, steps_per_execution=8)
+    reference, _ = training.train(one, str(tmp_path / "one"))
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt("simulated interruption after the first epoch")
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(many, str(tmp_path / "many"), extra_callbacks=[Interrupt()])
+    model, history = training.train(many, str(tmp_path / "many"))
+    assert model.steps_per_execution == 8 and history.epoch == [1]
+    assert int(model.optimizer.iterations.numpy()) == int(reference.optimizer.iterations.numpy())
+    for ours, theirs in zip(model.weights, reference.weights):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+    # every 12 steps, at the end of the call that crosses a multiple: 16, 24, 40 (epoch), ...
+    state = json.loads((tmp_path / "many" / STATE_FILE).read_text())
+    assert state["epochs_completed"] == 2 and state["finished"]
+
+
 @pytest.mark.parametrize("section, field, value, message", [
     ("train", "epochs", 0, "train.epochs must be an integer >= 1"),
     ("train", "learning_rate", -1.0, "train.learning_rate must be > 0"),
@@ -120,6 +151,7 @@ def test_mixed_precision_training_learns_resumes_and_loads_as_float32(tmp_path, 
     ("data", "dataset", "cifar", "unknown dataset 'cifar'"),
     ("data", "train_split", "everything", "data.train_split must be one of"),
     ("train", "precision", "float8", "train.precision must be one of"),
+    ("train", "steps_per_execution", 0, "train.steps_per_execution must be an integer >= 1"),
 ])
 def test_bad_config_values_get_specific_errors(section, field, value, message):
     config = tiny_config()

@@ -206,7 +206,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.every_steps, self.max_consecutive_skips = every_steps, max_consecutive_skips
         self.resume, self.state_file = resume, state_file
         self.consecutive_skips, self.total_skips = 0, 0
-        self._epoch, self._offset, self._skips_seen = 0, 0, 0.0
+        self._epoch, self._offset, self._skips_seen, self._last_step = 0, 0, 0.0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._offset = epoch, 0
@@ -216,13 +216,16 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.resume = None
         skips = self.model.get_metrics_result().get("skipped_steps")
         self._skips_seen = 0.0 if skips is None else _scalar(skips)
+        self._last_step = epoch * self.steps_per_epoch + self._offset
 
     def on_train_batch_end(self, batch, logs=None):
+        # With steps_per_execution > 1 Keras calls this once per call, `batch` being its last.
         step_in_epoch = self._offset + batch + 1
         if logs and "skipped_steps" in logs:
             self._count_skips(_scalar(logs["skipped_steps"]), step_in_epoch)
-        step = self._epoch * self.steps_per_epoch + step_in_epoch
-        if (self.every_steps and step % self.every_steps == 0
+        step, previous = self._epoch * self.steps_per_epoch + step_in_epoch, self._last_step
+        self._last_step = step
+        if (self.every_steps and step // self.every_steps > previous // self.every_steps
                 and step_in_epoch < self.steps_per_epoch):  # the epoch end saves anyway
             self._save(self._epoch, step_in_epoch)
 
@@ -261,6 +264,19 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         if logs:
             record["last_metrics"] = {k: _scalar(v) for k, v in logs.items()}
         model_dir_lib.write_json_atomically(self.state_file, record)
+
+
+def steps_per_call(requested, steps_per_epoch, steps_done=0):
+    """The train steps per call into TensorFlow (Keras' steps_per_execution) to use.
+
+    Keras runs whole calls even across an epoch's end, so a call must divide the epoch's
+    steps, and, when resuming mid-epoch, the steps still to go: the largest such divisor not
+    above `requested`. Checkpoints are then written at call ends only.
+    """
+    for size in range(max(1, min(requested, steps_per_epoch)), 0, -1):
+        if steps_per_epoch % size == 0 and steps_done % size == 0:
+            return size
+    return 1
 
 
 def fit_resumable(model, epoch_dataset, resume, epochs, steps_per_epoch, **fit_kwargs):

@@ -101,6 +101,10 @@ def train(config, model_dir, extra_callbacks=()):
         model, optimizer, model_dir,
         write_dir=None if chief else distribute.worker_scratch_dir(strategy))
     resume = state.restore()
+    # A plain attribute until fit builds its train function (Keras 3).
+    model.steps_per_execution = fault_tolerance.steps_per_call(
+        config.train.get("steps_per_execution", 1), steps_per_epoch,
+        resume.step_in_epoch if resume else 0)
     if resume and resume.epoch >= config.train.epochs:
         logging.info("%s already trained for %d epochs; nothing to do", model_dir,
                      resume.epoch)

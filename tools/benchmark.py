@@ -63,6 +63,9 @@ def parse_args(argv=None):
                    help="iw_batch_size of the memory run (configs/base.py default)")
     p.add_argument("--memory_chunk", type=int, default=1000,
                    help="chunk_size of the memory run (configs/base.py default)")
+    p.add_argument("--steps_per_execution", type=int, default=1,
+                   help="train.steps_per_execution: train steps per call (the largest divisor "
+                        "of binarized MNIST's 195 steps per epoch not above it is used)")
     p.add_argument("--precision", default="float32",
                    choices=["float32", "mixed_bfloat16", "mixed_float16"],
                    help="train.precision: 16-bit MLPs, float32 heads (for GPUs)")
@@ -169,7 +172,13 @@ def run_worker(args):
         if args.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer, jit_compile=jit)
+        model.steps_per_execution = steps_per_call  # as tf_lvae.training sets it
         return model
+
+    from tf_lvae import fault_tolerance
+    mnist_steps = 50_000 // args.batch   # binarized MNIST's training split
+    steps_per_call = fault_tolerance.steps_per_call(args.steps_per_execution, mnist_steps)
+    calls = max(1, args.steps // steps_per_call)   # per timed window
 
     for inference in args.models.split(","):
         spec = ModelSpec(inference=inference)
@@ -180,17 +189,18 @@ def run_worker(args):
             model.make_train_function()
             _peak_rss_reset()
             start = time.perf_counter()
-            for _ in range(args.warmup):
+            for _ in range(max(1, args.warmup // steps_per_call)):
                 logs = model.train_function(iterator)
             float(logs["loss"])
             warmup_s = time.perf_counter() - start
             rates = []
             for _ in range(args.windows):
                 start = time.perf_counter()
-                for _ in range(args.steps):
+                for _ in range(calls):   # each call runs steps_per_call train steps
                     logs = model.train_function(iterator)
                 float(logs["loss"])  # waits for the last step
-                rates.append(args.steps * args.batch / (time.perf_counter() - start))
+                rates.append(calls * steps_per_call * args.batch
+                             / (time.perf_counter() - start))
             median = statistics.median(rates)
             out["train"].append(dict(
                 model=inference, jit=args.train_jit, examples_per_s=_stats(rates),
