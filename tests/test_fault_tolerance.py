@@ -291,6 +291,10 @@ def test_bad_fault_tolerance_settings_are_rejected():
     with pytest.raises(ValueError, match="max_consecutive_skips must be an integer >= 1"):
         fault_tolerance.validate_config(config)
     config = tiny_config()
+    config.train.steps_per_execution = 0
+    with pytest.raises(ValueError, match="train.steps_per_execution must be an integer >= 1"):
+        fault_tolerance.validate_config(config)
+    config = tiny_config()
     config.train.strategy = "horovod"
     with pytest.raises(ValueError, match="train.strategy must be one of default, mirrored"):
         fault_tolerance.validate_config(config)

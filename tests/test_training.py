@@ -151,7 +151,6 @@ def test_steps_per_execution_changes_speed_not_results(tmp_path):
     ("data", "dataset", "cifar", "unknown dataset 'cifar'"),
     ("data", "train_split", "everything", "data.train_split must be one of"),
     ("train", "precision", "float8", "train.precision must be one of"),
-    ("train", "steps_per_execution", 0, "train.steps_per_execution must be an integer >= 1"),
 ])
 def test_bad_config_values_get_specific_errors(section, field, value, message):
     config = tiny_config()

@@ -73,10 +73,7 @@ def validate_config(config):
                                       f"{train.learning_rate!r}")
     _require(train.adam_epsilon > 0, f"train.adam_epsilon must be > 0, got "
                                      f"{train.adam_epsilon!r}")
-    steps_per_execution = train.get("steps_per_execution", 1)
-    _require(isinstance(steps_per_execution, int) and steps_per_execution >= 1,
-             f"train.steps_per_execution must be an integer >= 1, got {steps_per_execution!r}")
-    precision = train.get("precision", "float32")
+    precision = train.get("precision", "float32")   # configs from before the field: float32
     _require(precision in layers.PRECISIONS,
              f"train.precision must be one of {', '.join(layers.PRECISIONS)}, got "
              f"{precision!r}")

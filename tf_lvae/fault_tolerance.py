@@ -33,7 +33,7 @@ from tf_lvae import model_dir as model_dir_lib
 DAMAGED_DIR = "damaged"
 # Defaults of the config.train fields read here (configs/base.py sets them).
 DEFAULTS = dict(strategy="default", tpu="", sync_batch_norm=False, checkpoint_every_steps=500,
-                max_consecutive_skips=10)
+                max_consecutive_skips=10, steps_per_execution=1, precision="float32")
 
 # What reading a damaged checkpoint raises: TensorFlow errors (data loss, a CRC mismatch, a
 # missing file), a short read, an undecodable object graph.
@@ -58,7 +58,8 @@ def validate_config(config):
     if strategy not in distribute.STRATEGIES:
         raise ValueError(f"train.strategy must be one of {', '.join(distribute.STRATEGIES)}, "
                          f"got {strategy!r}")
-    for name, minimum in (("checkpoint_every_steps", 0), ("max_consecutive_skips", 1)):
+    for name, minimum in (("checkpoint_every_steps", 0), ("max_consecutive_skips", 1),
+                          ("steps_per_execution", 1)):
         value = train_option(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ValueError(f"train.{name} must be an integer >= {minimum}, got {value!r}")

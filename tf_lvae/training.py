@@ -42,6 +42,15 @@ def _load_split(config, split):
                             num_validation=experiment_config.num_validation(config.data))[0]
 
 
+def make_optimizer(learning_rate, epsilon, precision="float32"):
+    """The training optimizer: Adam, loss-scaled under mixed_float16 (float16 gradients
+    underflow without it)."""
+    optimizer = keras.optimizers.Adam(learning_rate, epsilon=epsilon)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
 def train(config, model_dir, extra_callbacks=()):
     """Train (or resume) the model a config describes; returns (model, keras History or None).
 
@@ -82,17 +91,14 @@ def train(config, model_dir, extra_callbacks=()):
         diagnostics_callbacks = []
     keras.utils.set_random_seed(config.train.seed)
     with strategy.scope():
-        precision = config.train.get("precision", "float32")
-        model = model_dir_lib.build_model(spec, precision)
+        model = model_dir_lib.build_model(spec, option("precision"))
         if option("sync_batch_norm"):
             distribute.synchronize_batch_norm(model)
         model.configure_objective(config.train.mc_samples, config.train.iw_samples,
                                   config.train.warmup_epochs * steps_per_epoch,
                                   noise_seed=config.train.seed)
-        optimizer = keras.optimizers.Adam(config.train.learning_rate,
-                                          epsilon=config.train.adam_epsilon)
-        if precision == "mixed_float16":  # float16 gradients underflow without loss scaling
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer = make_optimizer(config.train.learning_rate, config.train.adam_epsilon,
+                                   option("precision"))
         model.compile(optimizer=optimizer,
                       jit_compile=distribute.jit_compile_for(strategy, config.train.jit_compile))
         optimizer.build(model.trainable_variables)
@@ -103,7 +109,7 @@ def train(config, model_dir, extra_callbacks=()):
     resume = state.restore()
     # A plain attribute until fit builds its train function (Keras 3).
     model.steps_per_execution = fault_tolerance.steps_per_call(
-        config.train.get("steps_per_execution", 1), steps_per_epoch,
+        option("steps_per_execution"), steps_per_epoch,
         resume.step_in_epoch if resume else 0)
     if resume and resume.epoch >= config.train.epochs:
         logging.info("%s already trained for %d epochs; nothing to do", model_dir,

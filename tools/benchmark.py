@@ -142,7 +142,7 @@ def run_worker(args):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras
-    from tf_lvae import data, evaluation
+    from tf_lvae import data, evaluation, fault_tolerance, training
     from tf_lvae.model_dir import build_model
     from tf_lvae.model_spec import ModelSpec
 
@@ -163,22 +163,19 @@ def run_worker(args):
     rng = np.random.default_rng(1)
     pool = [(rng.random((args.batch, 28, 28, 1)) < 0.5).astype(np.float32) for _ in range(8)]
 
-    def new_model(inference, jit):
-        keras.utils.set_random_seed(0)
-        model = build_model(ModelSpec(inference=inference), args.precision)
-        # as tf_lvae.training: seeded (stateless, resumable) posterior noise, loss scaling
-        model.configure_objective(noise_seed=0)
-        optimizer = keras.optimizers.Adam(1e-3, epsilon=1e-4)
-        if args.precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        model.compile(optimizer=optimizer, jit_compile=jit)
-        model.steps_per_execution = steps_per_call  # as tf_lvae.training sets it
-        return model
-
-    from tf_lvae import fault_tolerance
     mnist_steps = 50_000 // args.batch   # binarized MNIST's training split
     steps_per_call = fault_tolerance.steps_per_call(args.steps_per_execution, mnist_steps)
     calls = max(1, args.steps // steps_per_call)   # per timed window
+
+    def new_model(inference, jit):
+        keras.utils.set_random_seed(0)
+        model = build_model(ModelSpec(inference=inference), args.precision)
+        # as tf_lvae.training: seeded (stateless, resumable) posterior noise, its optimizer
+        model.configure_objective(noise_seed=0)
+        model.compile(optimizer=training.make_optimizer(1e-3, 1e-4, args.precision),
+                      jit_compile=jit)
+        model.steps_per_execution = steps_per_call
+        return model
 
     for inference in args.models.split(","):
         spec = ModelSpec(inference=inference)
