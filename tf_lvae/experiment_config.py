@@ -4,6 +4,7 @@ Configs come from `configs/*.py` (ml_collections ConfigDicts) and the command li
 value is reported here, before any data is read or anything is written to a model_dir.
 """
 from tf_lvae import data
+from tf_lvae import fault_tolerance
 from tf_lvae import layers
 from tf_lvae.model_spec import ModelSpec
 
@@ -73,7 +74,7 @@ def validate_config(config):
                                       f"{train.learning_rate!r}")
     _require(train.adam_epsilon > 0, f"train.adam_epsilon must be > 0, got "
                                      f"{train.adam_epsilon!r}")
-    precision = train.get("precision", "float32")   # configs from before the field: float32
+    precision = fault_tolerance.train_option(config, "precision")
     _require(precision in layers.PRECISIONS,
              f"train.precision must be one of {', '.join(layers.PRECISIONS)}, got "
              f"{precision!r}")
