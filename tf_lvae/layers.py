@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tf_lvae import gaussian_math
+from tf_lvae import weight_gradients
 from tf_lvae.model_spec import ACTIVATIONS
 
 tfd = tfp.distributions
@@ -78,7 +79,7 @@ class MLPBlock(keras.layers.Layer):
     def call(self, inputs, training=False):
         h = inputs
         for i, dense in enumerate(self.dense_layers):
-            h = dense(h)
+            h = weight_gradients.dense(dense, h)
             if self.batch_norm:
                 h = self.norm_layers[i](h, training=training)
             if self.activation == "leaky_relu":
@@ -148,7 +149,8 @@ class GaussianHead(keras.layers.Layer):
 
     def mean_and_variance(self, features):
         """(mean, variance), each [N, units], without building a distribution object."""
-        return gaussian_parameters(self.dense(features), self.variance_floor)
+        return gaussian_parameters(weight_gradients.dense(self.dense, features),
+                                   self.variance_floor)
 
 
 def gaussian_parameters(pre_activation, variance_floor):
@@ -166,7 +168,8 @@ class BernoulliObservation(keras.layers.Layer):
                                          dtype=distribution_dtype(), name="logits")
 
     def call(self, features):
-        return tfd.Bernoulli(logits=self.logits(features), dtype=tf.float32)
+        return tfd.Bernoulli(logits=weight_gradients.dense(self.logits, features),
+                             dtype=tf.float32)
 
 
 class GaussianObservation(keras.layers.Layer):

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tf_lvae import bounds
 from tf_lvae import distribute
 from tf_lvae import noise
+from tf_lvae import weight_gradients
 from tf_lvae.metrics import ActiveUnits
 
 
@@ -105,7 +106,8 @@ class TrainStepMixin:
                 else distribute.replica_seed(self.noise_seed, step))
         # The forward pass updates BatchNorm's moving statistics: keep them for a skipped step.
         saved_statistics = [tf.identity(v) for v in self.non_trainable_weights]
-        with tf.GradientTape() as tape:
+        # Under XLA the large layers' weight gradients take an untransposed matmul form.
+        with weight_gradients.copied_transposes(self.jit_compile), tf.GradientTape() as tape:
             terms = self.evaluate_terms(x, self.mc_samples * self.iw_samples, training=True,
                                         seed=seed, noise_alg=noise.algorithm(self.jit_compile))
             objective = training_objective(terms, self.mc_samples, self.iw_samples, beta)
