@@ -40,11 +40,12 @@ def base_config():
     # float32 | mixed_bfloat16 | mixed_float16 (loss-scaled): 16-bit MLP matmuls with float32
     # weights, distribution heads and log-densities (for GPUs/TPUs; CPUs gain nothing)
     config.train.precision = "float32"
-    # > 1: up to this many train steps per call into TensorFlow, fewer Python round trips
-    # (docs/PERFORMANCE.md); the largest divisor of the steps per epoch (and of a resumed
-    # epoch's done steps) not above it is used, so no call spans two epochs. Checkpoints and
-    # runs of skipped steps are then seen at call ends only.
-    config.train.steps_per_execution = 1
+    # Up to this many train steps per call into TensorFlow: with XLA (jit_compile) and no
+    # strategy they run as one XLA loop, -16 to -20% time per step on MNIST
+    # (docs/PERFORMANCE.md). The largest divisor of the steps per epoch (and of a resumed
+    # epoch's done steps) not above it is used, so no call spans two epochs: 15 for MNIST's
+    # 195. Checkpoints and runs of skipped steps are seen at call ends; 1: after every step.
+    config.train.steps_per_execution = 16
     config.train.eval_every_epochs = 10       # L_1 on eval_split during training; 0 disables
     # Scale-out and fault tolerance (docs/FAULT_TOLERANCE.md); batch_size is the global batch.
     config.train.strategy = "default"         # default | mirrored | multi_worker (TF_CONFIG) | tpu

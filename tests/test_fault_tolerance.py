@@ -37,7 +37,8 @@ def tiny_config():
     config.data.eval_split = "train"   # a small eval set: checks that L_1 is reproducible too
     config.train.update(epochs=EPOCHS, batch_size=BATCH, warmup_epochs=1, jit_compile=False,
                         eval_every_epochs=1, diagnostics_every_epochs=0, verbose=0,
-                        checkpoint_every_steps=EVERY)
+                        checkpoint_every_steps=EVERY,
+                        steps_per_execution=1)   # checkpoints at exact steps (7, 14, 21, ...)
     return config
 
 

@@ -107,10 +107,16 @@ def train(config, model_dir, extra_callbacks=()):
         model, optimizer, model_dir,
         write_dir=None if chief else distribute.worker_scratch_dir(strategy))
     resume = state.restore()
+    requested_steps_per_call = option("steps_per_execution")
+    if option("strategy") != "default" and requested_steps_per_call > 1:
+        # Keras' multi-step while loop fails under MirroredStrategy (an unfed placeholder
+        # in its step's cond); replicas run one step per call.
+        logging.info("train.steps_per_execution=%d not used with strategy %r: one step per "
+                     "call", requested_steps_per_call, option("strategy"))
+        requested_steps_per_call = 1
     # A plain attribute until fit builds its train function (Keras 3).
     model.steps_per_execution = fault_tolerance.steps_per_call(
-        option("steps_per_execution"), steps_per_epoch,
-        resume.step_in_epoch if resume else 0)
+        requested_steps_per_call, steps_per_epoch, resume.step_in_epoch if resume else 0)
     if resume and resume.epoch >= config.train.epochs:
         logging.info("%s already trained for %d epochs; nothing to do", model_dir,
                      resume.epoch)

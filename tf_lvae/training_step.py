@@ -20,6 +20,7 @@ import tensorflow as tf
 from tf_lvae import bounds
 from tf_lvae import distribute
 from tf_lvae import noise
+from tf_lvae import step_loop
 from tf_lvae import weight_gradients
 from tf_lvae.metrics import ActiveUnits
 
@@ -57,6 +58,14 @@ class TrainStepMixin:
         self.mc_samples, self.iw_samples = int(mc_samples), int(iw_samples)
         self.warmup_steps = int(warmup_steps)
         self.noise_seed = None if noise_seed is None else int(noise_seed)
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        if step_loop.applies(self):   # several steps per XLA call
+            self.train_function = step_loop.fused_train_function(self, self.train_function)
+        return self.train_function
 
     def _build_trackers(self):
         num_layers = self.spec.num_layers

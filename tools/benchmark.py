@@ -63,9 +63,10 @@ def parse_args(argv=None):
                    help="iw_batch_size of the memory run (configs/base.py default)")
     p.add_argument("--memory_chunk", type=int, default=1000,
                    help="chunk_size of the memory run (configs/base.py default)")
-    p.add_argument("--steps_per_execution", type=int, default=1,
+    p.add_argument("--steps_per_execution", type=int, default=None,
                    help="train.steps_per_execution: train steps per call (the largest divisor "
-                        "of binarized MNIST's 195 steps per epoch not above it is used)")
+                        "of binarized MNIST's 195 steps per epoch not above it is used); "
+                        "default: configs/base.py's, as training runs")
     p.add_argument("--precision", default="float32",
                    choices=["float32", "mixed_bfloat16", "mixed_float16"],
                    help="train.precision: 16-bit MLPs, float32 heads (for GPUs)")
@@ -164,6 +165,9 @@ def run_worker(args):
     pool = [(rng.random((args.batch, 28, 28, 1)) < 0.5).astype(np.float32) for _ in range(8)]
 
     mnist_steps = 50_000 // args.batch   # binarized MNIST's training split
+    if args.steps_per_execution is None:
+        from tf_lvae.configs import base
+        args.steps_per_execution = base.base_config().train.steps_per_execution
     steps_per_call = fault_tolerance.steps_per_call(args.steps_per_execution, mnist_steps)
     calls = max(1, args.steps // steps_per_call)   # per timed window
 
