@@ -253,8 +253,10 @@ def _epoch(args, model, data, tf, step_rate):
 
         def on_epoch_end(self, epoch, logs=None):
             self.epoch_s.append(self.ends[-1] - self.ends[0])
+            # callbacks see call ends: a call runs model.steps_per_execution steps
             self.step_ms.append(1e3 * statistics.median(
-                b - a for a, b in zip(self.ends[1:-1], self.ends[2:])))
+                b - a for a, b in zip(self.ends[1:-1], self.ends[2:]))
+                / model.steps_per_execution)
 
     timer = EpochTimes()
     # the first epoch builds fit's machinery (and recompiles for the dataset's input spec)
