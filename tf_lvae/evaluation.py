@@ -25,7 +25,7 @@ def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None,
     uses) or an int32 scalar tensor (a serving input: chunks of dynamic size). With seed=None
     the samples come from the global RNG; an int32 scalar seed makes the bound reproducible
     (each chunk draws with a stateless seed derived from (seed, chunk index)), with the
-    generator noise_alg (`noise.algorithm(jit_compile)`). fused: see
+    generator noise_alg (`evaluate_images`: `noise.BOX_MULLER`). fused: see
     `importance_weights.log_weights`.
     """
     x = model.flatten_images(images)
@@ -101,7 +101,7 @@ def iw_bound_function(model, num_samples, chunk_size, jit_compile="auto"):
 
     def iw_bound(images, seed):
         return iw_bound_per_example(model, images, num_samples, chunk_size, seed=seed,
-                                    noise_alg=noise.algorithm(jit), fused=not jit)
+                                    noise_alg=noise.BOX_MULLER, fused=not jit)
 
     return _compiled(model, ("iw", num_samples, chunk_size, jit),
                      lambda: tf.function(iw_bound, jit_compile=jit, reduce_retracing=True))
@@ -114,7 +114,7 @@ def _elbo_fn(model, jit_compile):
     def elbo(images, seed):
         x = model.flatten_images(images)
         terms = model.evaluate_terms(x, 1, training=False, seed=seed,
-                                     noise_alg=noise.algorithm(jit))
+                                     noise_alg=noise.BOX_MULLER)
         total_kl = tf.add_n([tf.reduce_sum(kl, -1) for kl in terms["kl_per_unit"]])
         return terms["log_px"] - total_kl, terms["kl_per_unit"]
 

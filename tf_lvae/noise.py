@@ -5,22 +5,100 @@ evaluation draws the same numbers. The counter-based generator matters for speed
 expands Philox (TensorFlow's default on CPU and GPU) into scalar 64-bit multiplies, which
 took ~7% of an XLA-compiled LVAE train step here, while its Threefry vectorises and costs
 about nothing (docs/PERFORMANCE.md). TensorFlow's own CPU kernels have only Philox. So
-XLA-compiled functions draw with Threefry and everything else with the default.
+XLA-compiled train steps draw with Threefry and other training code with the default.
+
+Evaluation (L_1, L_K) draws with BOX_MULLER: Threefry bits turned into normals by the
+Box-Muller transform, always XLA-compiled (inline in XLA code, as a small XLA function called
+from a TF graph). The L_5000 pass draws 620k normals per example; TF's CPU kernel took ~5 ms
+for them and this ~2 ms (docs/PERFORMANCE.md), and a TF-graph and an XLA evaluation now draw
+the same numbers.
 """
+import math
+
 import tensorflow as tf
 
 DEFAULT = "auto_select"   # Philox on CPU and GPU: the only one TF's CPU kernels implement
 THREEFRY = "threefry"
+BOX_MULLER = "box_muller"   # evaluation's generator (see the module docstring)
+
+# Taylor coefficients of sin and cos, used on [0, pi/2) only: there the truncation errors are
+# below 6e-8 (sin, to x^11) and 1e-9 (cos, to x^14), under float32's rounding.
+_SIN_COEFFICIENTS = [(-1) ** k / math.factorial(2 * k + 1) for k in range(6)]
+_COS_COEFFICIENTS = [(-1) ** k / math.factorial(2 * k) for k in range(8)]
 
 
 def algorithm(jit_compile):
-    """The generator for code compiled with XLA (jit_compile=True) or run as TF ops."""
+    """The training generator for code compiled with XLA (jit_compile=True) or run as TF
+    ops."""
     return THREEFRY if jit_compile else DEFAULT
 
 
 def standard_normal(shape, seed=None, alg=DEFAULT, dtype=tf.float32):
     """N(0, I) noise of `shape`: from the global RNG (seed None) or stateless from `seed`,
-    an int32 pair, with generator `alg`."""
+    an int32 pair, with generator `alg` (DEFAULT, THREEFRY or BOX_MULLER)."""
     if seed is None:
         return tf.random.normal(shape, dtype=dtype)
+    if alg == BOX_MULLER:
+        # The shape travels as an empty tensor's shape: XLA needs it static, and a compiled
+        # function's tensor arguments are not.
+        shape_carrier = tf.zeros(tf.concat([tf.cast(shape, tf.int32), [0]], 0), dtype)
+        return _box_muller_compiled(shape_carrier, tf.cast(seed, tf.int32))
     return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg=alg)
+
+
+def _polynomial(x, coefficients):
+    """sum_k coefficients[k] x^k by Horner's rule."""
+    result = coefficients[-1]
+    for coefficient in reversed(coefficients[:-1]):
+        result = result * x + coefficient
+    return result
+
+
+def sin_cos_of_turns(angle_bits):
+    """(sin, cos) of the angle 2 pi (angle_bits / 2^31) for int32 angle_bits in [0, 2^31).
+
+    The top 2 of the 31 bits select the quadrant exactly, so the polynomials only ever see
+    [0, pi/2), where they are accurate to float32 (XLA:CPU's general sin/cos, with their range
+    reduction, made a Box-Muller transform ~15x slower).
+    """
+    quadrant = tf.bitwise.right_shift(angle_bits, 29)
+    fraction = tf.bitwise.bitwise_and(angle_bits, (1 << 29) - 1)
+    phi = tf.cast(fraction, tf.float32) * (math.pi / 2 / 2 ** 29)
+    phi_squared = phi * phi
+    sin_phi = phi * _polynomial(phi_squared, _SIN_COEFFICIENTS)
+    cos_phi = _polynomial(phi_squared, _COS_COEFFICIENTS)
+    # rotating by quadrant * pi/2: (sin, cos) -> (cos, -sin) -> (-sin, -cos) -> (-cos, sin)
+    odd = tf.bitwise.bitwise_and(quadrant, 1) == 1
+    sin = tf.where(odd, cos_phi, sin_phi)
+    cos = tf.where(odd, sin_phi, cos_phi)
+    sin = tf.where(quadrant >= 2, -sin, sin)
+    cos = tf.where((quadrant == 1) | (quadrant == 2), -cos, cos)
+    return sin, cos
+
+
+def box_muller_normal(num_values, seed):
+    """num_values float32 N(0, 1) draws [num_values] from an int32 seed pair: Box-Muller on
+    Threefry bits, each pair of 32-bit words giving two normals (r cos t, r sin t).
+
+    Runs under XLA: num_values is a Python int or a scalar XLA resolves when compiling.
+    """
+    pairs = (num_values + 1) // 2
+    bits = tf.random.stateless_uniform([pairs, 2], seed=seed, minval=None, maxval=None,
+                                       dtype=tf.uint32, alg=THREEFRY)
+    # 31 bits as a non-negative int32: XLA:CPU converts int32, not uint32, to float vectorised
+    words = tf.bitcast(tf.bitwise.right_shift(bits, 1), tf.int32)
+    # u in (0, 1] (1 after float rounding at the top): never log(0); radius <= 6.66
+    uniform = (tf.cast(words[:, 0], tf.float32) + 0.5) * 2.0 ** -31
+    radius = tf.sqrt(-2.0 * tf.math.log(tf.minimum(uniform, 1.0)))
+    sin, cos = sin_cos_of_turns(words[:, 1])
+    return tf.reshape(tf.stack([radius * cos, radius * sin], -1), [-1])[:num_values]
+
+
+def _box_muller_from_shape_carrier(shape_carrier, seed):
+    shape = tf.shape(shape_carrier)[:-1]
+    normals = box_muller_normal(tf.reduce_prod(shape), seed)
+    return tf.cast(tf.reshape(normals, shape), shape_carrier.dtype)
+
+
+_box_muller_compiled = tf.function(_box_muller_from_shape_carrier, jit_compile=True,
+                                   reduce_retracing=True)
