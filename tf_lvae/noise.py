@@ -85,7 +85,8 @@ def box_muller_normal(num_values, seed):
     pairs = (num_values + 1) // 2
     bits = tf.random.stateless_uniform([pairs, 2], seed=seed, minval=None, maxval=None,
                                        dtype=tf.uint32, alg=THREEFRY)
-    # 31 bits as a non-negative int32: XLA:CPU converts int32, not uint32, to float vectorised
+    # 31 bits per word as a non-negative int32: exact in float32 near 0, and split by sign-free
+    # shifts into the angle's quadrant and fraction
     words = tf.bitcast(tf.bitwise.right_shift(bits, 1), tf.int32)
     # u in (0, 1] (1 after float rounding at the top): never log(0); radius <= 6.66
     uniform = (tf.cast(words[:, 0], tf.float32) + 0.5) * 2.0 ** -31
