@@ -152,3 +152,17 @@ def test_evaluation_is_reproducible_by_seed():
     assert (first["elbo"], first["iw_bound"]) == (again["elbo"], again["iw_bound"])
     assert first["kl_per_unit"] == again["kl_per_unit"]
     assert first["iw_bound"] != other["iw_bound"]
+
+
+def test_evaluation_progress_in_logs_shows_the_running_bound(capsys):
+    # verbose=2 (logs): a line after the first batch and one at the end (the 30 s interval
+    # holds back the one between), each with the running mean of L_K as it stands.
+    model = build_model(_spec(2, "lvae"))
+    images = _binary_images(30, seed=8)
+    options = dict(iw_samples=20, chunk_size=20, iw_batch_size=10, seed=2, jit_compile=False)
+    first_batch = evaluate_images(model, images[:10], verbose=0, **options)
+    result = evaluate_images(model, images, verbose=2, **options)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "/30" in line]
+    assert len(lines) == 2
+    assert lines[0].startswith("10/30 examples: L_K " + f"{first_batch['iw_bound']:.4f}")
+    assert lines[1].startswith("30/30 examples: L_K " + f"{result['iw_bound']:.4f}")

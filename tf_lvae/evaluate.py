@@ -2,8 +2,9 @@
 
     python -m tf_lvae.evaluate --model_dir=runs/quick [--iw_samples=5000] [--split=test]
 
-Prints a progress bar, then the result as one JSON object on the last line, and writes the
-same object to MODEL_DIR/evaluation_<split>_K<iw_samples>.json (or --output=FILE).
+Prints its progress (a bar on a terminal, a line every 30 s in a log), then the result as one
+JSON object on the last line, and writes the same object to
+MODEL_DIR/evaluation_<split>_K<iw_samples>.json (or --output=FILE).
 """
 import json
 import os

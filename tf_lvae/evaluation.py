@@ -5,6 +5,7 @@ L_K is streamed: for each batch of examples the K importance samples are drawn i
 batch_size * chunk_size, never on K. The LVAE's upward pass is computed once per example.
 """
 import math
+import time
 import weakref
 
 import keras
@@ -127,6 +128,28 @@ def _batch_seed(seed, start):
     return tf.constant((seed * 1_000_003 + start) % (2 ** 31 - 1), tf.int32)
 
 
+class _ProgressLines:
+    """Progress of a long L_K run in a log: a plain line after the first batch, then at most one
+    per `interval` seconds, and one at the end (Keras' bar writes carriage returns there)."""
+
+    def __init__(self, total, interval=30.0):
+        self.total, self.interval = total, interval
+        self.done, self.start, self.last_line = 0, time.time(), None
+
+    def add(self, count, values):
+        self.done += count
+        now = time.time()
+        if (self.last_line is not None and now - self.last_line < self.interval
+                and self.done < self.total):
+            return
+        self.last_line = now
+        elapsed = now - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in values)
+        print(f"{self.done}/{self.total} examples: {shown} nats (running mean), "
+              f"{elapsed:.0f} s elapsed, ~{left:.0f} s left", flush=True)
+
+
 def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_size=20,
                     chunk_size=1000, seed=0, jit_compile="auto", verbose=1):
     """Evaluate L_1 and L_K of `model` on float32 images [N, h, w, c]; returns a dict.
@@ -134,6 +157,7 @@ def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_siz
     jit_compile: True (XLA), False (TF graph) or "auto" (XLA on GPU, graph on CPU: faster
     there). Memory grows with iw_batch_size * chunk_size rows (~40 kB per row). The posterior
     draws use stateless seeds derived from `seed`, so the same call gives the same numbers.
+    verbose: 0 silent, 1 Keras' progress bar (a terminal), 2 a plain line every 30 s (logs).
 
     Keys: elbo, iw_bound (mean nats), iw_samples, num_examples, kl (total), kl_per_layer,
     kl_per_unit (lists, bottom layer first), active_units_per_layer.
@@ -159,8 +183,12 @@ def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_siz
     kl_per_unit = [s / num_examples for s in kl_unit_sums]
 
     iw_fn = iw_bound_function(model, iw_samples, chunk_size, jit_compile)
-    progress = keras.utils.Progbar(num_examples, verbose=verbose,
-                                   unit_name="example") if verbose else None
+    if verbose == 1:
+        # L_K is shown as the running mean it is, not averaged again over the updates.
+        progress = keras.utils.Progbar(num_examples, unit_name="example",
+                                       stateful_metrics=["L_K"])
+    else:
+        progress = _ProgressLines(num_examples) if verbose else None
     iw_sum = 0.0
     for start in range(0, num_examples, iw_batch_size):
         batch = images[start:start + iw_batch_size]
