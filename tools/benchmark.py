@@ -16,8 +16,9 @@ Measures, for the LVAE and the bottom-up VAE (batch 256, 784 binary pixels):
     (256x512x512) before and after, since these shared machines drift.
 
 Our runs happen in a worker subprocess (thread settings are fixed before TensorFlow starts).
-With --peer the PyTorch benchmark runs in a copy of shared/peer, alternating
-peer, ours, peer, ours (--rounds), and our/peer ratios are printed per round and as medians.
+With --peer the PyTorch benchmark runs in a copy of shared/peer; each round (--rounds)
+alternates by phase: peer train, our train (and epoch), peer eval, our eval, so the two runs
+a ratio compares are back to back. Our/peer ratios are printed per round and as medians.
 
     python tools/benchmark.py                                   # ours only, ~3 min
     python tools/benchmark.py --peer --torch_python /tmp/torchenv/bin/python --rounds 2
@@ -352,18 +353,34 @@ def run_ours(args, argv, memory=False):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_peer(args, workdir):
+def run_peer(args, workdir, skip_train=False, skip_eval=False):
     cmd = [args.torch_python, "torch_bench.py", "--threads", str(args.threads),
            "--batch", str(args.batch), "--warmup", str(args.warmup), "--windows",
            str(args.windows), "--steps", str(args.steps), "--models", args.models,
            "--K", str(args.K), "--eval-examples", str(args.eval_examples), "--chunks",
            str(args.chunk), "--tag", "tf_lvae_benchmark"]
     cmd += ["--compile"] if args.peer_compile else []
-    cmd += ["--skip-train"] if args.skip_train else []
-    cmd += ["--skip-eval"] if args.skip_eval else []
+    cmd += ["--skip-train"] if args.skip_train or skip_train else []
+    cmd += ["--skip-eval"] if args.skip_eval or skip_eval else []
     subprocess.run(cmd, cwd=workdir, check=True, stdout=sys.stderr)
     with open(os.path.join(workdir, "results", "torch_bench_tf_lvae_benchmark.json")) as f:
         return json.load(f)
+
+
+def _round_by_phase(args, workdir, worker_argv, round_index):
+    """One round as peer train, our train (and epoch), peer eval, our eval: each pair of
+    measurements a ratio compares runs back to back, minutes closer than whole runs would."""
+    print(f"--- round {round_index + 1}: peer train", file=sys.stderr, flush=True)
+    peer = run_peer(args, workdir, skip_eval=True)
+    print(f"--- round {round_index + 1}: ours train", file=sys.stderr, flush=True)
+    ours = run_ours(args, worker_argv + ["--skip_eval"])
+    print(f"--- round {round_index + 1}: peer eval", file=sys.stderr, flush=True)
+    peer["eval"] = run_peer(args, workdir, skip_train=True).get("eval", [])
+    print(f"--- round {round_index + 1}: ours eval", file=sys.stderr, flush=True)
+    ours_eval = run_ours(args, worker_argv + ["--skip_train", "--skip_epoch"])
+    ours["eval"] = ours_eval["eval"]
+    ours["eval_probes"] = [ours_eval["probe_before"], ours_eval["probe_after"]]
+    return peer, ours
 
 
 def ratios(ours, peer):
@@ -402,11 +419,15 @@ def main(argv=None):
             path.chmod(path.stat().st_mode | 0o200)  # shared/ is read-only; results/ is written
     for round_index in range(args.rounds if args.peer else 1):
         entry = {}
-        if args.peer:
-            print(f"--- round {round_index + 1}: peer", file=sys.stderr, flush=True)
-            entry["peer"] = run_peer(args, workdir)
-        print(f"--- round {round_index + 1}: ours", file=sys.stderr, flush=True)
-        entry["ours"] = run_ours(args, worker_argv)
+        if args.peer and not (args.skip_train or args.skip_eval):
+            entry["peer"], entry["ours"] = _round_by_phase(args, workdir, worker_argv,
+                                                           round_index)
+        else:
+            if args.peer:
+                print(f"--- round {round_index + 1}: peer", file=sys.stderr, flush=True)
+                entry["peer"] = run_peer(args, workdir)
+            print(f"--- round {round_index + 1}: ours", file=sys.stderr, flush=True)
+            entry["ours"] = run_ours(args, worker_argv)
         if args.peer:
             entry["ratios"] = ratios(entry["ours"], entry["peer"])
             for key, value in entry["ratios"].items():
