@@ -74,7 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--skip_train", action="store_true")
     p.add_argument("--skip_eval", action="store_true")
     p.add_argument("--skip_epoch", action="store_true")
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up)")
+    p.add_argument("--epochs", type=int, default=5,
+                   help="timed epochs (after one warm-up); their median is reported")
     p.add_argument("--peer", action="store_true", help="also run shared/peer/torch_bench.py")
     p.add_argument("--peer_compile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--torch_python", default="/tmp/torchenv/bin/python")
