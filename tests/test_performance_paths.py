@@ -111,11 +111,13 @@ def test_streamed_bound_equals_reference_bound():
     np.testing.assert_allclose(bound(images), expected, rtol=1e-5, atol=2e-4)
 
 
+@pytest.mark.parametrize("inference", ["lvae", "vae"])
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_production_bound_equals_reference_bound(jit_compile):
-    """What evaluate_images runs (CPU: a graph with fused elementwise work; GPU: XLA), with
-    evaluation's Box-Muller noise, equals the reference drawn with the same generator."""
-    model = _model()
+def test_production_bound_equals_reference_bound(jit_compile, inference):
+    """What evaluate_images runs (CPU: a graph with fused elementwise work, the VAE's latent
+    pass as one XLA function; GPU: XLA), with evaluation's Box-Muller noise, equals the
+    reference drawn with the same generator."""
+    model = _model(inference)
     images = _images(2)
     x = model.flatten_images(images)
     seed, chunk, total = 5, 3, 7

@@ -20,7 +20,8 @@ checks it against the reference with the same stateless seeds):
   * fused=True (what `evaluation` uses in a CPU graph) runs the elementwise work between two
     matmuls (softplus variances, merge, draw, log densities, the Bernoulli likelihood) as
     small XLA-compiled functions: one loop each instead of one pass per op, while the
-    matmuls stay oneDNN's, which beat XLA:CPU's.
+    matmuls stay oneDNN's, which beat XLA:CPU's; only the VAE's latent passes (seeded,
+    Box-Muller noise) run as one XLA function, small matmuls included: faster there.
 The noise is drawn per layer, top to bottom, with the shapes and per-layer seeds
 `HierarchicalVAE.posterior_draws` uses, so a stateless seed gives the reference's samples.
 """
@@ -227,6 +228,12 @@ def _vae_latents(model, prepared, num_samples, seed, alg, fused):
     return zs[0], log_ratio
 
 
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _vae_latents_xla(model, prepared, num_samples, seed, alg):
+    """`_vae_latents` as one XLA function (num_samples a Python int)."""
+    return _vae_latents(model, prepared, num_samples, seed, alg, fused=False)
+
+
 def _log_likelihood(model, prepared, x, z1, fused):
     """log p(x | z_1) summed over pixels [S*B]; x [B, D_x] broadcast over the samples."""
     features = model.decoder_mlp.apply_inference_weights(prepared.weights["decoder"], z1)
@@ -254,7 +261,15 @@ def log_weights(model, x, num_samples, prepared=None, seed=None, noise_alg=noise
     """
     if prepared is None:
         prepared = prepare(model, x)
-    latents = _lvae_latents if model.spec.inference == "lvae" else _vae_latents
-    z1, log_ratio = latents(model, prepared, num_samples, seed, noise_alg, fused)
+    if model.spec.inference == "lvae":
+        z1, log_ratio = _lvae_latents(model, prepared, num_samples, seed, noise_alg, fused)
+    elif fused and seed is not None and noise_alg == noise.BOX_MULLER:
+        # The VAE's q and p passes hold twice the LVAE's small matmuls (widths 4-256), and
+        # the pass as one XLA function took 4-8% off its L_5000; the LVAE's top-down pass
+        # as one was slower (docs/PERFORMANCE.md). Box-Muller draws the same numbers in XLA
+        # as in the graph.
+        z1, log_ratio = _vae_latents_xla(model, prepared, num_samples, seed, noise_alg)
+    else:
+        z1, log_ratio = _vae_latents(model, prepared, num_samples, seed, noise_alg, fused)
     log_px = _log_likelihood(model, prepared, x, z1, fused)
     return tf.reshape(log_px + log_ratio, [num_samples, -1])
