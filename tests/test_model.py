@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_lvae import evaluation
 from tf_lvae.evaluation import evaluate_images
 from tf_lvae.model_dir import build_model
 from tf_lvae.model_spec import ModelSpec
@@ -166,3 +167,18 @@ def test_evaluation_progress_in_logs_shows_the_running_bound(capsys):
     assert len(lines) == 2
     assert lines[0].startswith("10/30 examples: L_K " + f"{first_batch['iw_bound']:.4f}")
     assert lines[1].startswith("30/30 examples: L_K " + f"{result['iw_bound']:.4f}")
+
+
+def test_progress_lines_estimate_the_time_left_from_the_batches_after_the_first(
+        monkeypatch, capsys):
+    # The first batch also compiles the bound: 10 s for 10 examples, then 2 s per 10.
+    clock = iter([0.0, 10.0, 12.0, 14.0])
+    monkeypatch.setattr(evaluation.time, "time", lambda: next(clock))
+    progress = evaluation._ProgressLines(40, interval=0.0)
+    for _ in range(3):
+        progress.add(10, [("L_K", -90.0)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "10/40 examples: L_K -90.0000 nats (running mean), 10 s elapsed (with compiling)",
+        "20/40 examples: L_K -90.0000 nats (running mean), 12 s elapsed, ~4 s left",
+        "30/40 examples: L_K -90.0000 nats (running mean), 14 s elapsed, ~2 s left"]

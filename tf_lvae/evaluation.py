@@ -135,6 +135,7 @@ class _ProgressLines:
     def __init__(self, total, interval=30.0):
         self.total, self.interval = total, interval
         self.done, self.start, self.last_line = 0, time.time(), None
+        self.first = None   # (examples, time) at the end of the first batch
 
     def add(self, count, values):
         self.done += count
@@ -143,11 +144,17 @@ class _ProgressLines:
                 and self.done < self.total):
             return
         self.last_line = now
-        elapsed = now - self.start
-        left = elapsed / self.done * (self.total - self.done)
         shown = ", ".join(f"{name} {value:.4f}" for name, value in values)
-        print(f"{self.done}/{self.total} examples: {shown} nats (running mean), "
-              f"{elapsed:.0f} s elapsed, ~{left:.0f} s left", flush=True)
+        line = (f"{self.done}/{self.total} examples: {shown} nats (running mean), "
+                f"{now - self.start:.0f} s elapsed")
+        if self.first is None:
+            self.first = (self.done, now)
+            line += " (with compiling)"
+        elif self.done < self.total:
+            # the rate since the first batch, which also compiled the bound
+            seconds_per_example = (now - self.first[1]) / (self.done - self.first[0])
+            line += f", ~{seconds_per_example * (self.total - self.done):.0f} s left"
+        print(line, flush=True)
 
 
 def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_size=20,
