@@ -179,6 +179,6 @@ def test_progress_lines_estimate_the_time_left_from_the_batches_after_the_first(
         progress.add(10, [("L_K", -90.0)])
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
-        "10/40 examples: L_K -90.0000 nats (running mean), 10 s elapsed (with compiling)",
+        "10/40 examples: L_K -90.0000 nats (running mean), 10 s elapsed",
         "20/40 examples: L_K -90.0000 nats (running mean), 12 s elapsed, ~4 s left",
         "30/40 examples: L_K -90.0000 nats (running mean), 14 s elapsed, ~2 s left"]

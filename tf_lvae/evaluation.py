@@ -149,7 +149,6 @@ class _ProgressLines:
                 f"{now - self.start:.0f} s elapsed")
         if self.first is None:
             self.first = (self.done, now)
-            line += " (with compiling)"
         elif self.done < self.total:
             # the rate since the first batch, which also compiled the bound
             seconds_per_example = (now - self.first[1]) / (self.done - self.first[0])
