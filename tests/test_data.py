@@ -1,7 +1,8 @@
 """Tests of tf_lvae.data: registry, file parsers, splits, errors and the tf.data pipeline.
 
 Real MNIST / Omniglot come from the `shared/data` folder next to the repository (developer
-machines and CI); those tests skip where it is absent, e.g. in a user's fresh clone.
+machines and CI); those tests skip where it is absent, e.g. in a user's fresh clone. NORB and
+the dequantized data sets: tests/test_norb.py.
 """
 import dataclasses
 import gzip
@@ -10,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from tf_lvae import data
-from tf_lvae.data import idx_files, norb
+from tf_lvae.data import idx_files
 
 
 def _shared_data():
@@ -57,12 +57,14 @@ def _write_mnist_dir(folder, n_train=30, n_test=10, compress=True):
 # ---------------------------------------------------------------- registry
 
 def test_specs():
-    assert data.DATASETS == ("mnist", "binarized_mnist", "omniglot", "norb", "fashion_mnist")
+    assert data.DATASETS == ("mnist", "binarized_mnist", "omniglot", "norb", "fashion_mnist",
+                             "mnist_dequantized")
     mnist, norb_spec = data.get_spec("mnist"), data.get_spec("norb")
     assert (mnist.image_shape, mnist.likelihood, mnist.binarization) == ((28, 28, 1), "bernoulli",
                                                                         "dynamic")
     assert (norb_spec.image_shape, norb_spec.likelihood, norb_spec.binarization) == (
-        (32, 32, 1), "gaussian", "none")
+        (32, 32, 1), "gaussian", "dequantize")
+    assert all(data.get_spec(name).binarization in data.BINARIZATIONS for name in data.DATASETS)
     assert data.get_spec("binarized_mnist").binarization == "static"
     assert not data.get_spec("binarized_mnist").has_labels
     assert data.get_spec("omniglot").num_validation == 1345
@@ -297,33 +299,3 @@ def test_evaluation_and_static_pipelines(intensities):
     assert sum(1 for _ in batches) == 9
     with pytest.raises(ValueError, match="do not match"):
         data.make_dataset(np.zeros((4, 32, 32, 1), np.float32), spec, 2)
-
-
-# ---------------------------------------------------------------- NORB via TFDS
-
-def test_norb_downsample_is_area_mean():
-    images = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 1), dtype=np.uint8)
-    small = norb.downsample(images)
-    assert small.shape == (2, 32, 32, 1)
-    np.testing.assert_allclose(small[1, 4, 7, 0], images[1, 12:15, 21:24, 0].mean() / 255,
-                               rtol=1e-6)
-    area = tf.image.resize(images.astype(np.float32) / 255, (32, 32), method="area")
-    np.testing.assert_allclose(small, area.numpy(), atol=1e-6)
-
-
-def test_norb_with_mock_tfds(tmp_path):
-    with tfds.testing.mock_data(num_examples=12):
-        train, y_train = data.load_arrays("norb", "train", data_dir=tmp_path, num_validation=4)
-        test, y_test = data.load_arrays("norb", "test", data_dir=tmp_path, num_validation=4)
-    assert train.shape == (8, 32, 32, 1) and test.shape == (12, 32, 32, 1)
-    assert train.dtype == np.float32 and 0.0 <= train.min() and train.max() <= 1.0
-    assert len(np.unique(train)) > 2  # continuous data, not binarized
-    assert y_train.dtype == np.int32 and 0 <= y_test.min() and y_test.max() <= 4
-
-
-def test_norb_not_prepared(tmp_path, monkeypatch):
-    with pytest.raises(data.DataNotFoundError, match="smallnorb-5x46789x9x18x6x2x96x96"):
-        data.load_arrays("norb", "train", data_dir=tmp_path)
-    monkeypatch.setenv(data.MANUAL_DIR_ENV, str(tmp_path))
-    with pytest.raises(data.DataNotFoundError, match="lacks"):
-        data.load_arrays("norb", "train", data_dir=tmp_path)

@@ -6,16 +6,18 @@
     ds = data.make_dataset(images, spec, batch_size=256, shuffle=True, seed=0)
 
 Data sets (`DATASETS`): mnist, fashion_mnist (LeCun idx files or TFDS), binarized_mnist (static,
-shipped with the package), omniglot (IWAE `chardata.mat`), norb (TFDS smallnorb, 32x32).
+shipped with the package), omniglot (IWAE `chardata.mat`), norb (TFDS smallnorb, bicubic 32x32,
+dequantized), mnist_dequantized (the mnist files' grey levels, dequantized, for a Gaussian p(x|z)).
 """
-from tf_lvae.data.loading import (SPLITS, TEST_BINARIZATION_SEED, VALIDATION_BINARIZATION_SEED,
-                                  clear_cache, load_arrays)
+from tf_lvae.data.loading import (DEQUANTIZATION_SEEDS, SPLITS, TEST_BINARIZATION_SEED,
+                                  VALIDATION_BINARIZATION_SEED, clear_cache, load_arrays)
 from tf_lvae.data.pipeline import make_dataset
-from tf_lvae.data.registry import (DATASETS, MANUAL_DIR_ENV, DataFormatError, DataNotFoundError,
-                                   DataSpec, default_data_dir, get_spec)
+from tf_lvae.data.registry import (BINARIZATIONS, DATASETS, MANUAL_DIR_ENV, DataFormatError,
+                                   DataNotFoundError, DataSpec, default_data_dir, get_spec)
 
 __all__ = [
-    "DATASETS", "DataFormatError", "DataNotFoundError", "DataSpec", "MANUAL_DIR_ENV", "SPLITS",
-    "TEST_BINARIZATION_SEED", "VALIDATION_BINARIZATION_SEED", "clear_cache", "default_data_dir",
-    "get_spec", "load_arrays", "make_dataset",
+    "BINARIZATIONS", "DATASETS", "DEQUANTIZATION_SEEDS", "DataFormatError", "DataNotFoundError",
+    "DataSpec", "MANUAL_DIR_ENV", "SPLITS", "TEST_BINARIZATION_SEED",
+    "VALIDATION_BINARIZATION_SEED", "clear_cache", "default_data_dir", "get_spec", "load_arrays",
+    "make_dataset",
 ]

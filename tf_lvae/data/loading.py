@@ -3,20 +3,28 @@
 Validation examples are the LAST `num_validation` of the original training file, so the
 split is fixed by the files alone. Dynamically binarized sets are returned as intensities for
 training ('train', 'train+validation'); their evaluation splits ('validation', 'test') are
-binarized once with fixed seeds so every run evaluates on the same bits.
+binarized once with fixed seeds so every run evaluates on the same bits. Dequantized sets
+(norb, mnist_dequantized) are dequantized once per file with fixed seeds, every split: each
+array is then a sample of the continuous data the Gaussian p(x|z) models, and the training
+pipeline redraws the noise every epoch from the grey levels, which floor(256 x) recovers.
 """
 import functools
 from pathlib import Path
 
 import numpy as np
 
-from tf_lvae.data import binarized_mnist, idx_files, norb, omniglot, tfds_source
+from tf_lvae.data import binarized_mnist, dequantization, idx_files, norb, omniglot, tfds_source
 from tf_lvae.data.registry import (DataNotFoundError, check_dir, default_data_dir, get_spec,
                                    manual_dir_from_env)
 
 SPLITS = ("train", "validation", "test", "train+validation")
 TEST_BINARIZATION_SEED = 123  # numpy seed of the one-off binarization of 'test'
 VALIDATION_BINARIZATION_SEED = 124  # ... and of 'validation'
+# numpy seeds of the one-off dequantization of the training file (all of 'train+validation')
+# and of the test file
+DEQUANTIZATION_SEEDS = {"train": 125, "test": 126}
+# Data sets read from another data set's files (the idx files or TFDS builder of mnist).
+_SOURCE_OF = {"mnist_dequantized": "mnist"}
 
 
 def _freeze(arrays):
@@ -26,30 +34,46 @@ def _freeze(arrays):
     return arrays
 
 
+def _dequantized(parts):
+    """The one fixed-seed dequantization of each file's grey levels (float32 [N, h, w, c])."""
+    out = {}
+    for part, (images, labels) in parts.items():
+        uniform = np.random.default_rng(DEQUANTIZATION_SEEDS[part]).random(images.shape,
+                                                                           dtype=np.float32)
+        out[part] = (dequantization.dequantize(images, uniform), labels)
+    return out
+
+
 @functools.lru_cache(maxsize=8)
 def _load_source(name, data_dir, manual_dir):
     """-> {'train': (images, labels), 'test': (images, labels)}, read-only, original order."""
-    if name == "binarized_mnist":
-        parts = binarized_mnist.load(Path(data_dir), name)
-    elif name == "omniglot":
+    parts = _read_files(_SOURCE_OF.get(name, name), name, data_dir, manual_dir)
+    if get_spec(name).binarization == "dequantize":
+        parts = _dequantized(parts)
+    return {split: _freeze(pair) for split, pair in parts.items()}
+
+
+def _read_files(source, name, data_dir, manual_dir):
+    """Reads the files of data set `source` (`name` in messages): float32 in [0, 1]."""
+    if source == "binarized_mnist":
+        return binarized_mnist.load(Path(data_dir), name)
+    if source == "omniglot":
         if data_dir is None:
             raise DataNotFoundError(
                 f"dataset 'omniglot' needs a local folder: pass --data_dir=DIR with DIR holding "
                 f"{omniglot.FILE} (IWAE layout; TFDS has no Omniglot in this layout).")
-        parts = omniglot.load(Path(data_dir), name)
-    elif name == "norb":
-        parts = norb.load(data_dir, manual_dir, name)
-    elif data_dir is not None:  # mnist, fashion_mnist from idx files
-        parts = idx_files.load(Path(data_dir), name)
-    else:
-        files = ", ".join(idx_files.FILES.values())
-        how_to = (f"Offline, pass --data_dir=DIR with DIR holding the idx files {files}, or set "
-                  f"the manual_dir to such a folder so TFDS builds {name} from them. Note: TFDS "
-                  "stores examples in its own order, so its validation split differs from the "
-                  "one carved from the idx files.")
-        parts = tfds_source.load_tfds(name, name, None, manual_dir, tfds_source.mnist_like,
-                                      tuple(idx_files.FILES.values()), how_to)
-    return {split: _freeze(pair) for split, pair in parts.items()}
+        return omniglot.load(Path(data_dir), name)
+    if source == "norb":
+        return norb.load(data_dir, manual_dir, name)
+    if data_dir is not None:  # mnist, fashion_mnist from idx files
+        return idx_files.load(Path(data_dir), name)
+    files = ", ".join(idx_files.FILES.values())
+    how_to = (f"Offline, pass --data_dir=DIR with DIR holding the idx files {files}, or set "
+              f"the manual_dir to such a folder so TFDS builds {source} from them. Note: TFDS "
+              "stores examples in its own order, so its validation split differs from the "
+              "one carved from the idx files.")
+    return tfds_source.load_tfds(source, name, None, manual_dir, tfds_source.mnist_like,
+                                 tuple(idx_files.FILES.values()), how_to)
 
 
 def _check_num_validation(spec, num_validation, num_train):
@@ -86,9 +110,10 @@ def load_arrays(name, split, data_dir=None, num_validation=None, *, manual_dir=N
     Args:
       name: one of `DATASETS`.
       split: 'train', 'validation', 'test' or 'train+validation'.
-      data_dir: folder with the raw files (idx files for mnist / fashion_mnist, chardata.mat
-        for omniglot, binarized_mnist.npz or .amat files for binarized_mnist) or, for norb, a
-        TFDS data_dir. None: `default_data_dir(name)` (TFDS for mnist, fashion_mnist, norb).
+      data_dir: folder with the raw files (idx files for mnist / mnist_dequantized /
+        fashion_mnist, chardata.mat for omniglot, binarized_mnist.npz or .amat files for
+        binarized_mnist) or, for norb, a TFDS data_dir. None: `default_data_dir(name)` (TFDS
+        for mnist, mnist_dequantized, fashion_mnist, norb).
       num_validation: examples held out from the end of the training file (None: the spec's
         default; 0: no validation split).
       manual_dir: raw files TFDS may build from when not prepared (None: $TF_LVAE_TFDS_MANUAL_DIR).
@@ -96,7 +121,9 @@ def load_arrays(name, split, data_dir=None, num_validation=None, *, manual_dir=N
     Returns:
       (images, labels): read-only float32 [N, h, w, c] in [0, 1] and int32 [N] (None when the
       data set has no labels). Dynamic sets give intensities for training splits and 0/1 pixels
-      for 'validation' / 'test' (seeds VALIDATION_/TEST_BINARIZATION_SEED).
+      for 'validation' / 'test' (seeds VALIDATION_/TEST_BINARIZATION_SEED). Dequantized sets
+      give (k + u) / 256 in [0, 1) for every split, u drawn once per file
+      (DEQUANTIZATION_SEEDS), so 'validation' is the end of 'train+validation'.
     """
     spec = get_spec(name)
     if split not in SPLITS:

@@ -1,4 +1,4 @@
-"""What each data set is: shapes, likelihood, binarization and default splits.
+"""What each data set is: shapes, likelihood, binarization or dequantization, default splits.
 
 Everything else in `tf_lvae.data` reads these specs; models read them too (the likelihood
 picks the decoder head, `image_shape` the input layer).
@@ -7,7 +7,9 @@ import dataclasses
 import os
 from pathlib import Path
 
-DATASETS = ("mnist", "binarized_mnist", "omniglot", "norb", "fashion_mnist")
+DATASETS = ("mnist", "binarized_mnist", "omniglot", "norb", "fashion_mnist",
+            "mnist_dequantized")
+BINARIZATIONS = ("dynamic", "static", "dequantize", "none")
 
 # Environment variable naming a folder of raw files that TFDS may build a data set from
 # offline (`tfds.download.DownloadConfig(manual_dir=...)`).
@@ -32,8 +34,11 @@ class DataSpec:
       name: one of `DATASETS`.
       image_shape: `(h, w, c)` of one example.
       likelihood: 'bernoulli' (binary pixels) or 'gaussian' (continuous pixels in [0, 1]).
-      binarization: 'dynamic' (fresh Bernoulli pixels each training epoch, test binarized once),
-        'static' (the files already hold 0/1 pixels) or 'none' (continuous data).
+      binarization: how the files' grey levels become the model's data (one of BINARIZATIONS):
+        'dynamic' (fresh Bernoulli pixels each training epoch, evaluation splits binarized
+        once), 'static' (the files already hold 0/1 pixels), 'dequantize' (8-bit grey level k
+        -> (k + u) / 256, u ~ U[0, 1): fresh u each training epoch, every split of
+        `load_arrays` drawn once; `tf_lvae.data.dequantization`) or 'none' (used as read).
       num_validation: default number of held-out examples carved from the END of the original
         training file (binarized_mnist: its native validation split, appended after train).
       has_labels: whether `load_arrays` returns class labels.
@@ -53,8 +58,11 @@ _SPECS = {
                                 False),
     # IWAE-style Omniglot split: the last 1345 training images are held out for validation.
     "omniglot": DataSpec("omniglot", (28, 28, 1), "bernoulli", "dynamic", 1345, True),
-    "norb": DataSpec("norb", (32, 32, 1), "gaussian", "none", 2000, True),
+    "norb": DataSpec("norb", (32, 32, 1), "gaussian", "dequantize", 2000, True),
     "fashion_mnist": DataSpec("fashion_mnist", (28, 28, 1), "bernoulli", "dynamic", 10000, True),
+    # The MNIST files' grey levels, dequantized: real continuous data for the Gaussian p(x|z).
+    "mnist_dequantized": DataSpec("mnist_dequantized", (28, 28, 1), "gaussian", "dequantize",
+                                  10000, True),
 }
 
 
@@ -73,8 +81,8 @@ def default_data_dir(name):
     """Where `load_arrays` looks when `data_dir` is None.
 
     binarized_mnist: the copy shipped inside the package (works offline). Every other data
-    set: None, meaning TFDS's own data directory (mnist, fashion_mnist, norb) or nothing
-    (omniglot needs an explicit `data_dir`).
+    set: None, meaning TFDS's own data directory (mnist, mnist_dequantized: TFDS `mnist`,
+    fashion_mnist, norb: `smallnorb`) or nothing (omniglot needs an explicit `data_dir`).
     """
     _check_name(name)
     return str(_ASSETS_DIR) if name == "binarized_mnist" else None
