@@ -30,7 +30,8 @@ flags.DEFINE_integer("iw_chunk_size", 100, "Importance samples per chunk of `log
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    with cli.clear_errors():
+    with cli.clear_errors(after="nothing was published: the versions already in --export_dir "
+                          "are intact and the model_dir is untouched"):
         from tf_lvae import serving, versioned_export  # imported late: --help stays fast
         limits = serving.ServingLimits(FLAGS.max_num_samples, FLAGS.max_iw_samples,
                                        FLAGS.iw_chunk_size)
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -16,6 +16,12 @@ reported, moved to checkpoints/damaged/, and the previous one is used. A step wh
 gradients are not finite is skipped by the train step and counted in `skipped_steps`; after
 `train.max_consecutive_skips` such steps in a row training stops with NonFiniteTrainingError
 naming the last good checkpoint. A checkpoint is never written from non-finite weights.
+
+A checkpoint or state file that cannot be written (no space left, a read-only folder, no
+permission) raises model_dir.StorageError naming it and the last good checkpoint, which is
+intact: a failed save leaves no new entry in the checkpoint index, training_state.json keeps
+its previous content, and the save's temporary files are deleted (a killed run's at the next
+start).
 """
 import collections
 import os
@@ -149,6 +155,11 @@ class TrainingCheckpoint:
         self.checkpoint.metrics = self.metric_variables
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir,
                                                   max_to_keep=max_to_keep)
+        if self.is_writer:  # what a save that failed or was killed left behind
+            removed = model_dir_lib.remove_leftovers(model_dir)
+            if removed:
+                logging.info("removed the leftovers of unfinished writes: %s",
+                             ", ".join(removed))
         self.latest = None  # the newest checkpoint known good: restored or written
 
     def restore(self):
@@ -180,11 +191,29 @@ class TrainingCheckpoint:
                 f"The last good checkpoint is {self.latest or '(none written yet)'}.") from None
         self.checkpoint.epoch.assign(epoch)
         self.checkpoint.step_in_epoch.assign(step_in_epoch)
-        self.latest = self.manager.save(checkpoint_number=number)
+        prefix = os.path.join(self.write_dir, f"ckpt-{number}")
+        try:
+            with model_dir_lib.storage_errors(f"checkpoint {prefix} (epoch {epoch}, batch "
+                                              f"{step_in_epoch})", self.latest):
+                self.latest = self.manager.save(checkpoint_number=number)
+        except model_dir_lib.StorageError:
+            self._remove_unfinished(prefix)
+            raise
         return self.latest
 
     def close(self):
         if not self.is_writer:  # a non-chief worker's scratch copies
+    def _remove_unfinished(self, prefix):
+        """Delete what a failed save of `prefix` wrote (the index does not list it)."""
+        if prefix in self.manager.checkpoints:
+            return
+        shutil.rmtree(prefix + "_temp", ignore_errors=True)
+        for name in tf.io.gfile.glob(prefix + ".*"):
+            try:
+                os.remove(name)
+            except OSError:
+                pass
+
             shutil.rmtree(self.write_dir, ignore_errors=True)
 
 
@@ -264,7 +293,24 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.total_skips = 0
         if logs:
             record["last_metrics"] = {k: _scalar(v) for k, v in logs.items()}
-        model_dir_lib.write_json_atomically(self.state_file, record)
+        try:
+            model_dir_lib.write_json_atomically(self.state_file, record)
+        except model_dir_lib.StorageError as error:  # the checkpoint itself was written
+            raise model_dir_lib.StorageError(error.what, error.reason, path) from error
+
+
+def last_good_checkpoint(model_dir):
+    """(path, epochs done, batches done of the next epoch) of model_dir's newest whole
+    checkpoint, or None when there is none. Reads every tensor back, moves nothing."""
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR))
+    for path in reversed(list(state.all_model_checkpoint_paths) if state else []):
+        if checkpoint_problem(path) is None:
+            reader = tf.train.load_checkpoint(path)
+            position = [int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+                        if reader.has_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE") else 0
+                        for name in ("epoch", "step_in_epoch")]
+            return path, *position
+    return None
 
 
 def steps_per_call(requested, steps_per_epoch, steps_done=0):

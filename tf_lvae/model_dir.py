@@ -8,11 +8,18 @@
                              batches done, metric accumulators (fault_tolerance.TrainingCheckpoint);
                              damaged/ holds checkpoints that failed to restore
       logs/                  TensorBoard scalars (train/ and validation/)
+      .lock                  while a trainer owns the model_dir (tf_lvae.model_dir_lock)
+
+Every file is written whole or not at all (a temporary file renamed into place). A write that
+fails for lack of space or permission raises StorageError, naming what could not be written
+and why; its temporary file is removed, and `remove_leftovers` clears those of a killed run.
 """
 import contextlib
+import errno
 import json
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 
@@ -33,14 +40,89 @@ class ModelDirError(ValueError):
     """A model_dir that is missing, incomplete or holds a different model."""
 
 
+# errno -> the reason a write failed, for the faults of the storage rather than of the program.
+STORAGE_FAULTS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (over the file-size limit, see `ulimit -f`)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+class StorageError(ModelDirError):
+    """A file could not be written because of the storage: no space, read-only, no permission.
+
+    `what` names what could not be written (a path, a checkpoint), `reason` says why;
+    `last_checkpoint` is the newest good checkpoint when the writer knows it.
+    """
+
+    def __init__(self, what, reason, last_checkpoint=None):
+        self.what, self.reason, self.last_checkpoint = str(what), reason, last_checkpoint
+        message = f"could not write {self.what}: {reason}"
+        if last_checkpoint:
+            message += f" (the last good checkpoint, {last_checkpoint}, is intact)"
+        super().__init__(message)
+
+    @property
+    def out_of_space(self):
+        return self.reason in (STORAGE_FAULTS[errno.ENOSPC], STORAGE_FAULTS[errno.EDQUOT],
+                               STORAGE_FAULTS[errno.EFBIG])
+
+
+def storage_fault(error):
+    """The STORAGE_FAULTS reason of an OSError or a TensorFlow error, or None for other errors.
+
+    TensorFlow's file errors (e.g. ResourceExhaustedError from a checkpoint's SaveV2) carry
+    the operating system's message, e.g. "...: No space left on device".
+    """
+    if isinstance(error, OSError):
+        return STORAGE_FAULTS.get(error.errno)
+    if isinstance(error, tf.errors.OpError):
+        text = (error.message or "").lower()
+        for number, reason in STORAGE_FAULTS.items():
+            if os.strerror(number).lower() in text:
+                return reason
+        if isinstance(error, tf.errors.PermissionDeniedError):
+            return STORAGE_FAULTS[errno.EACCES]
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors(what, last_checkpoint=None):
+    """Turn a storage fault raised in the block into StorageError(what, reason); others pass."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except (OSError, tf.errors.OpError) as error:
+        reason = storage_fault(error)
+        if reason is None:
+            raise
+        raise StorageError(what, reason, last_checkpoint) from error
+
+
 def write_json_atomically(path, payload):
-    """Write JSON to a temporary file beside `path` and rename it over, never half a file."""
+    """Write JSON to a temporary file beside `path` and rename it over, never half a file.
+
+    On a storage fault raises StorageError; `path` keeps its previous content and the
+    temporary file is removed.
+    """
     path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+    with storage_errors(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(payload, handle, indent=2, sort_keys=True)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())  # a full disk fails here, not after the rename
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 @contextlib.contextmanager
@@ -49,23 +131,69 @@ def atomic_directory(path):
 
     Yields a temporary folder beside `path`; when the block finishes it is renamed to `path`.
     An existing `path` is renamed aside first and deleted after (a crash between the two renames
-    leaves it as .<name>.old-<pid>). If the block raises, `path` is untouched.
+    leaves it as .<name>.old-<pid>). If the block raises, `path` is untouched and the temporary
+    folder is deleted; a storage fault raises StorageError.
     """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.",
+                                            suffix=".tmp"))
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# What a write killed halfway leaves: write_json_atomically's .<name>.<random>.tmp, a
+# checkpoint's ckpt-N_temp/ folder, the checkpoint index's checkpoint.tmp<hex>.
+_TEMPORARY = re.compile(r"^\..+\.tmp$")
+_CHECKPOINT_TEMPORARY = re.compile(r"^(.+_temp|checkpoint\.tmp[0-9a-f]+)$")
+_CHECKPOINT_FILE = re.compile(r"^ckpt-(\d+)\.(index|data-\d+-of-\d+)$")
+
+
+def remove_leftovers(model_dir):
+    """Delete the temporary files of writes that did not finish; returns their names.
+
+    Only for the model_dir's owner (a trainer holding its lock): model_dir/.<name>.*.tmp,
+    checkpoints/ckpt-N_temp/ and checkpoint.tmp*, and the files of a checkpoint newer than
+    every one in the checkpoint index (a save that failed before it was recorded).
+    """
+    root = pathlib.Path(model_dir)
+    checkpoints = root / CHECKPOINT_DIR
+    removed = []
+
+    def remove(path):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(str(path.relative_to(root)))
+
+    if root.is_dir():
+        for path in root.iterdir():
+            if _TEMPORARY.match(path.name) and path.is_file():
+                remove(path)
+    if checkpoints.is_dir():
+        state = tf.train.get_checkpoint_state(str(checkpoints))
+        listed = [int(p.rsplit("-", 1)[1]) for p in
+                  (state.all_model_checkpoint_paths if state else [])]
+        newest = max(listed, default=-1)
+        for path in checkpoints.iterdir():
+            match = _CHECKPOINT_FILE.match(path.name)
+            if _CHECKPOINT_TEMPORARY.match(path.name) or (
+                    match and int(match.group(1)) > newest):
+                remove(path)
+    return sorted(removed)
 
 
 def read_json(path, default=None):

@@ -7,7 +7,9 @@
 
 --dataset picks configs/<dataset>.py (the paper's settings); --config=FILE uses another
 config file; --config.<section>.<field>=VALUE overrides any field. Rerunning with the same
---model_dir resumes from its latest checkpoint.
+--model_dir resumes from its latest checkpoint. One trainer at a time owns a model_dir (a
+second one is refused, exit code 2); a full or read-only disk stops training with one line
+naming the last good checkpoint.
 """
 import sys
 
@@ -22,7 +24,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    with cli.clear_errors():
+    with cli.clear_errors(FLAGS.model_dir, after="training resumes from that checkpoint"):
         config = cli.resolved_config()
         from tf_lvae import training  # imported late so --help stays fast
         training.train(config, FLAGS.model_dir)
@@ -30,5 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.define_training_flags(sys.argv)
-    app.run(main)
+    cli.run(main, lambda: cli.define_training_flags(sys.argv))

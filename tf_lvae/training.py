@@ -19,6 +19,7 @@ from tf_lvae import distribute
 from tf_lvae import experiment_config
 from tf_lvae import fault_tolerance
 from tf_lvae import model_dir as model_dir_lib
+from tf_lvae import model_dir_lock
 
 
 def _prepare_model_dir(model_dir, config, spec):
@@ -55,8 +56,14 @@ def train(config, model_dir, extra_callbacks=()):
     """Train (or resume) the model a config describes; returns (model, keras History or None).
 
     Everything that can be wrong with the config or the data is checked before model_dir is
-    touched.
+    touched. The chief holds model_dir's lock throughout (model_dir_lock.py): a second trainer
+    is refused with ModelDirBusyError before it writes anything.
     """
+    with model_dir_lock.ModelDirLock(model_dir) as lock:
+        return _train(config, model_dir, extra_callbacks, lock)
+
+
+def _train(config, model_dir, extra_callbacks, lock):
     experiment_config.validate_config(config)
     fault_tolerance.validate_config(config)
 
@@ -66,6 +73,8 @@ def train(config, model_dir, extra_callbacks=()):
     # First, before any other TensorFlow op: multi_worker configures the collective runtime.
     strategy = distribute.make_strategy(option("strategy"), option("tpu"))
     chief = distribute.is_chief(strategy)  # only the chief writes the model_dir
+    if chief:
+        lock.acquire()  # released by train(); removes the folder again if nothing is written
     spec = experiment_config.model_spec(config)
     data_spec = data.get_spec(config.data.dataset)
     train_images = _load_split(config, config.data.train_split)

@@ -16,7 +16,6 @@ import sys
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from tf_lvae import cli
 
@@ -30,13 +29,12 @@ def define_flags(argv):
         default_config = configs.config_file(dataset)
     except ValueError:  # unknown data set: validation names the error
         default_config = configs.config_file(cli.DEFAULT_DATASET)
-    config_flags.DEFINE_config_file(
-        "config", str(default_config), "Experiment config the trials start from (default: "
-        "configs/<dataset>.py).", lock_config=True)
-    config_flags.DEFINE_config_file(
-        "search_space", str(configs.CONFIG_DIR / "search_space.py"),
-        "Search-space config (hyperparameters, per-trial epochs, objective, tuner).",
-        lock_config=True)
+    cli.define_config_file(
+        "config", default_config, "Experiment config the trials start from (default: "
+        "configs/<dataset>.py).")
+    cli.define_config_file(
+        "search_space", configs.CONFIG_DIR / "search_space.py",
+        "Search-space config (hyperparameters, per-trial epochs, objective, tuner).")
     flags.DEFINE_string("dataset", None, "Data set: mnist, binarized_mnist, omniglot, norb, "
                         "fashion_mnist (default: the config's).")
     flags.DEFINE_string("data_dir", None, "Folder with the data set's files (works offline).")
@@ -52,7 +50,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from tf_lvae import experiment_config, tuning  # imported late so --help stays fast
-    with cli.clear_errors():
+    with cli.clear_errors(after="the search resumes: finished trials are kept and the "
+                          "interrupted one resumes from its last checkpoint"):
         config = FLAGS.config
         with config.unlocked():
             experiment_config.apply_shortcuts(config, dataset=FLAGS.dataset,
@@ -70,5 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags(sys.argv)
-    app.run(main)
+    cli.run(main, lambda: define_flags(sys.argv))
