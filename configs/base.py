@@ -26,6 +26,12 @@ def base_config():
     config.model.batch_norm = True
     config.model.likelihood = "auto"          # auto (from the data set) | bernoulli | gaussian
     config.model.variance_floor = 1e-5
+    # The paper's text by default; configs/mnist_authors.py sets what the authors' code runs
+    # (tf_lvae.model_spec.ModelSpec documents each).
+    config.model.leaky_relu_slope = 0.1
+    config.model.batch_norm_heads = False
+    config.model.upward_input = "hidden"      # LVAE: d_{i-1} (eq. 13) | mean: mu_hat_{i-1}
+    config.model.share_top_down = True        # LVAE: inference top-down = generative one
 
     config.train = ml_collections.ConfigDict()
     config.train.epochs = 2000

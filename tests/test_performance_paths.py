@@ -24,12 +24,18 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
 import benchmark  # noqa: E402
 
 SMALL = dict(image_shape=(6, 6, 1), latent_sizes=(6, 4, 2), hidden_sizes=(16, 8, 8))
+# The authors' options one at a time and all together (configs/mnist_authors.py).
+AUTHORS = dict(batch_norm_heads=True, upward_input="mean", share_top_down=False,
+               leaky_relu_slope=0.01)
+OPTIONS = [{}] + [{name: value} for name, value in AUTHORS.items()] + [AUTHORS]
+OPTION_IDS = ["paper"] + list(AUTHORS) + ["authors"]
 
 
-def _model(inference="lvae", likelihood="bernoulli", seed=0):
+def _model(inference="lvae", likelihood="bernoulli", seed=0, **options):
     """A small model whose BatchNorm statistics are far from (0, 1), so folding matters."""
     keras.utils.set_random_seed(seed)
-    model = build_model(ModelSpec(inference=inference, likelihood=likelihood, **SMALL))
+    model = build_model(ModelSpec(inference=inference, likelihood=likelihood, **SMALL,
+                                  **options))
     rng = np.random.default_rng(seed)
     for variable in model.non_trainable_weights:
         if "moving_mean" in variable.path:
@@ -56,10 +62,18 @@ def test_folded_batch_norm_block_equals_inference_call():
     np.testing.assert_allclose(folded, block(h, training=False), rtol=1e-5, atol=1e-5)
 
 
+def test_folded_batch_norm_head_equals_inference_call():
+    head = _model(batch_norm_heads=True).down_heads[0]
+    h = tf.constant(np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32))
+    np.testing.assert_allclose(importance_weights._affine(head.inference_weights(), h),
+                               head.pre_activation(h, training=False), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
 @pytest.mark.parametrize("inference", ["lvae", "vae"])
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-def test_lean_log_weights_equal_reference(inference, likelihood):
-    model = _model(inference, likelihood)
+def test_lean_log_weights_equal_reference(inference, likelihood, options):
+    model = _model(inference, likelihood, **options)
     x = model.flatten_images(_images(3))
     seed = tf.constant(11)
     reference = model.log_weights(x, 4, seed=seed)
@@ -111,13 +125,14 @@ def test_streamed_bound_equals_reference_bound():
     np.testing.assert_allclose(bound(images), expected, rtol=1e-5, atol=2e-4)
 
 
+@pytest.mark.parametrize("options", [{}, AUTHORS], ids=["paper", "authors"])
 @pytest.mark.parametrize("inference", ["lvae", "vae"])
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_production_bound_equals_reference_bound(jit_compile, inference):
+def test_production_bound_equals_reference_bound(jit_compile, inference, options):
     """What evaluate_images runs (CPU: a graph with fused elementwise work, the VAE's latent
     pass as one XLA function; GPU: XLA), with evaluation's Box-Muller noise, equals the
     reference drawn with the same generator."""
-    model = _model(inference)
+    model = _model(inference, **options)
     images = _images(2)
     x = model.flatten_images(images)
     seed, chunk, total = 5, 3, 7

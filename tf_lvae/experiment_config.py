@@ -91,6 +91,10 @@ def validate_config(config):
     return config
 
 
+_OPTIONAL_MODEL_FIELDS = ("leaky_relu_slope", "batch_norm_heads", "upward_input",
+                          "share_top_down")
+
+
 def model_spec(config):
     """The ModelSpec a config describes (image shape and likelihood from the data set)."""
     data_spec = data.get_spec(config.data.dataset)
@@ -106,6 +110,9 @@ def model_spec(config):
         activation=config.model.activation,
         batch_norm=bool(config.model.batch_norm),
         variance_floor=float(config.model.variance_floor),
+        # Fields newer than some config.json files: absent means the ModelSpec default.
+        **{name: config.model[name] for name in _OPTIONAL_MODEL_FIELDS
+           if name in config.model},
     )
 
 

@@ -49,8 +49,13 @@ def _tile(tensor, num_samples):
 
 
 def _mlp_weights(model):
-    return dict(up=[mlp.inference_weights() for mlp in model.up_mlps],
-                down=[mlp.inference_weights() for mlp in model.down_mlps],
+    """BatchNorm-folded (kernel, bias) pairs of every MLP and latent head."""
+    def folded(blocks):
+        return [block.inference_weights() for block in blocks]
+    return dict(up=folded(model.up_mlps), up_heads=folded(model.up_heads),
+                down=folded(model.down_mlps), down_heads=folded(model.down_heads),
+                inference_down=folded(model.inference_down_mlps),
+                inference_down_heads=folded(model.inference_down_heads),
                 decoder=model.decoder_mlp.inference_weights())
 
 
@@ -58,15 +63,19 @@ def prepare(model, x):
     """Per-example work for `log_weights`, done once for all K samples of x [B, D_x]."""
     weights = _mlp_weights(model)
     if model.spec.inference == "vae":
-        mean, var = model.up_heads[0].mean_and_variance(
-            model.up_mlps[0].apply_inference_weights(weights["up"][0], x))
+        mean, var = layers.gaussian_parameters(
+            _affine(weights["up_heads"][0],
+                    model.up_mlps[0].apply_inference_weights(weights["up"][0], x)),
+            model.up_heads[0].variance_floor)
         return Prepared(weights, dict(mean=mean, std=tf.sqrt(var),
                                       sum_log_var=tf.reduce_sum(tf.math.log(var), -1)))
-    lower, d = [], x
+    lower, up_input = [], x
     for i, (mlp, head) in enumerate(zip(model.up_mlps, model.up_heads)):
-        d = mlp.apply_inference_weights(weights["up"][i], d)
-        mean, var = head.mean_and_variance(d)
+        d = mlp.apply_inference_weights(weights["up"][i], up_input)
+        mean, var = layers.gaussian_parameters(_affine(weights["up_heads"][i], d),
+                                               head.variance_floor)
         lower.append((tf.math.reciprocal(var), mean / var))   # precision, mean * precision
+        up_input = d if model.spec.upward_input == "hidden" else mean
     top_mean, top_var = mean, var
     return Prepared(weights, dict(lower=lower[:-1], mean=top_mean, std=tf.sqrt(top_var),
                                   sum_log_var=tf.reduce_sum(tf.math.log(top_var), -1)))
@@ -74,8 +83,13 @@ def prepare(model, x):
 
 def _dense(dense, features):
     """A Keras Dense as matmul + bias_add: one fused oneDNN call in a CPU graph."""
-    features = tf.cast(features, dense.compute_dtype)
-    return tf.nn.bias_add(tf.matmul(features, dense.kernel), dense.bias)
+    return _affine((dense.kernel, dense.bias), tf.cast(features, dense.compute_dtype))
+
+
+def _affine(kernel_and_bias, features):
+    """features @ kernel + bias as matmul + bias_add (a head's `inference_weights()`)."""
+    kernel, bias = kernel_and_bias
+    return tf.nn.bias_add(tf.matmul(tf.cast(features, kernel.dtype), kernel), bias)
 
 
 def _by_sample(rows, batch_size):
@@ -93,11 +107,33 @@ def _lvae_layer_terms(pre_activation, precision_hat, mean_times_precision_hat, e
     [S*B, D], and log p(z | parent) - log q(z | .) summed over units, [S*B]. eps [S*B, D] is
     the standard-normal noise; precision_hat = 1/var_hat and mean_hat/var_hat are [B, D].
     """
-    rows_shape, batch_size = tf.shape(eps), tf.shape(precision_hat)[0]
+    batch_size = tf.shape(precision_hat)[0]
     mean_p, var_p = layers.gaussian_parameters(_by_sample(pre_activation, batch_size), floor)
     precision_p = tf.math.reciprocal(var_p)
     var_q = tf.math.reciprocal(precision_hat + precision_p)   # eq. 18
     mean_q = (mean_times_precision_hat + mean_p * precision_p) * var_q
+    return _merged_draw_terms(mean_q, var_q, mean_p, precision_p, eps)
+
+
+def _lvae_unshared_layer_terms(top_down_pre_activation, prior_pre_activation, precision_hat,
+                               mean_times_precision_hat, eps, floor):
+    """`_lvae_layer_terms` where the merge takes the separate inference top-down network's
+    N(mean_t, var_t) (pre-activation [S*B, 2D]) and log p the generative prior's."""
+    batch_size = tf.shape(precision_hat)[0]
+    mean_t, var_t = layers.gaussian_parameters(
+        _by_sample(top_down_pre_activation, batch_size), floor)
+    mean_p, var_p = layers.gaussian_parameters(_by_sample(prior_pre_activation, batch_size),
+                                               floor)
+    precision_t = tf.math.reciprocal(var_t)
+    var_q = tf.math.reciprocal(precision_hat + precision_t)   # eq. 18
+    mean_q = (mean_times_precision_hat + mean_t * precision_t) * var_q
+    return _merged_draw_terms(mean_q, var_q, mean_p, tf.math.reciprocal(var_p), eps)
+
+
+def _merged_draw_terms(mean_q, var_q, mean_p, precision_p, eps):
+    """z = mean_q + sqrt(var_q) eps and log p(z) - log q(z) summed over units; per-example or
+    per-sample parameters [S, B, D] or [B, D], eps [S*B, D]; returns ([S*B, D], [S*B])."""
+    rows_shape, batch_size = tf.shape(eps), tf.shape(mean_q)[-2]
     eps = _by_sample(eps, batch_size)
     z = mean_q + tf.sqrt(var_q) * eps
     # log N(z; mean_p, var_p) - log N(z; mean_q, var_q): log 2pi cancels,
@@ -187,14 +223,18 @@ def _lvae_latents(model, prepared, num_samples, seed, alg, fused):
     # top layer: log N(z; 0, 1) - log N(z; mean, var) = 0.5 (eps^2 - z^2 + log var)
     log_ratio = (0.5 * tf.reduce_sum(tf.square(eps) - tf.square(z), -1)
                  + 0.5 * _tile(stats["sum_log_var"], num_samples))
-    layer_terms = _compiled(_lvae_layer_terms, fused)
+    shared = model.spec.share_top_down
+    layer_terms = _compiled(_lvae_layer_terms if shared else _lvae_unshared_layer_terms, fused)
     for i in reversed(range(num_layers - 1)):
         head = model.down_heads[i]
-        pre_activation = _dense(head.dense, model.down_mlps[i].apply_inference_weights(
-            weights["down"][i], z))
-        eps = _noise([tf.shape(pre_activation)[0], head.units], seed, i,
-                     pre_activation.dtype, alg)
-        z, term = layer_terms(pre_activation, *stats["lower"][i], eps, head.variance_floor)
+        pre_activations = [_affine(weights["down_heads"][i], model.down_mlps[i]
+                                   .apply_inference_weights(weights["down"][i], z))]
+        if not shared:  # the merge's top-down network, then the prior
+            pre_activations.insert(0, _affine(
+                weights["inference_down_heads"][i], model.inference_down_mlps[i]
+                .apply_inference_weights(weights["inference_down"][i], z)))
+        eps = _noise([tf.shape(z)[0], head.units], seed, i, pre_activations[0].dtype, alg)
+        z, term = layer_terms(*pre_activations, *stats["lower"][i], eps, head.variance_floor)
         log_ratio += term
     return z, log_ratio
 
@@ -211,8 +251,8 @@ def _vae_latents(model, prepared, num_samples, seed, alg, fused):
     draw_terms = _compiled(_gaussian_draw_terms, fused)
     for i in range(1, num_layers):
         head = model.up_heads[i]
-        pre_activation = _dense(head.dense, model.up_mlps[i].apply_inference_weights(
-            weights["up"][i], zs[-1]))
+        pre_activation = _affine(weights["up_heads"][i], model.up_mlps[i]
+                                 .apply_inference_weights(weights["up"][i], zs[-1]))
         eps = _noise([tf.shape(pre_activation)[0], head.units], seed, i,
                      pre_activation.dtype, alg)
         z, minus_log_q = draw_terms(pre_activation, eps, head.variance_floor)
@@ -222,8 +262,8 @@ def _vae_latents(model, prepared, num_samples, seed, alg, fused):
     log_density = _compiled(_gaussian_log_density, fused)
     for i in range(num_layers - 1):
         head = model.down_heads[i]
-        pre_activation = _dense(head.dense, model.down_mlps[i].apply_inference_weights(
-            weights["down"][i], zs[i + 1]))
+        pre_activation = _affine(weights["down_heads"][i], model.down_mlps[i]
+                                 .apply_inference_weights(weights["down"][i], zs[i + 1]))
         log_ratio += log_density(pre_activation, zs[i], head.variance_floor)
     return zs[0], log_ratio
 

@@ -17,7 +17,7 @@ from tf_lvae.model_spec import ACTIVATIONS
 
 tfd = tfp.distributions
 
-LEAKY_RELU_SLOPE = 0.1  # the paper's max(x, 0.1 x)
+LEAKY_RELU_SLOPE = 0.1  # the paper's max(x, 0.1 x); the authors' Lasagne code runs 0.01
 BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9
 
@@ -59,22 +59,43 @@ def _hidden_initializer():
     return keras.initializers.VarianceScaling(2.0, "fan_avg", "untruncated_normal")
 
 
+def _batch_norm(name):
+    return keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON,
+                                           momentum=BATCH_NORM_MOMENTUM, name=name)
+
+
+def fold_batch_norm(kernel, bias, norm):
+    """(kernel, bias) of x @ kernel + bias followed by `norm` in inference mode, as one affine
+    map: BatchNorm is h -> h * s + t with s = gamma / sqrt(moving_var + eps),
+    t = beta - moving_mean * s. bias may be None (a Dense without bias)."""
+    scale = norm.gamma * tf.math.rsqrt(norm.moving_variance + norm.epsilon)
+    shift = norm.beta - norm.moving_mean * scale
+    return kernel * scale, shift if bias is None else bias * scale + shift
+
+
 class MLPBlock(keras.layers.Layer):
     """Two hidden layers of Dense -> [BatchNorm] -> nonlinearity. [N, D_in] -> [N, width]."""
 
-    def __init__(self, width, activation="leaky_relu", batch_norm=True, num_hidden=2, **kwargs):
+    def __init__(self, width, activation="leaky_relu", batch_norm=True, num_hidden=2,
+                 leaky_relu_slope=LEAKY_RELU_SLOPE, **kwargs):
         super().__init__(**kwargs)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.width, self.activation, self.batch_norm = width, activation, batch_norm
+        self.leaky_relu_slope = float(leaky_relu_slope)
         self.dense_layers = [
             keras.layers.Dense(width, kernel_initializer=_hidden_initializer(),
                                use_bias=not batch_norm, name=f"dense_{i}")  # BN has its own shift
             for i in range(num_hidden)]
-        self.norm_layers = [
-            keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON,
-                                            momentum=BATCH_NORM_MOMENTUM, name=f"bn_{i}")
-            for i in range(num_hidden)] if batch_norm else []
+        self.norm_layers = ([_batch_norm(f"bn_{i}") for i in range(num_hidden)]
+                            if batch_norm else [])
+
+    def _activate(self, h):
+        if self.activation == "leaky_relu":
+            return tf.nn.leaky_relu(h, alpha=self.leaky_relu_slope)
+        if self.activation == "tanh":
+            return tf.tanh(h)
+        return h
 
     def call(self, inputs, training=False):
         h = inputs
@@ -82,31 +103,22 @@ class MLPBlock(keras.layers.Layer):
             h = weight_gradients.dense(dense, h)
             if self.batch_norm:
                 h = self.norm_layers[i](h, training=training)
-            if self.activation == "leaky_relu":
-                h = tf.nn.leaky_relu(h, alpha=LEAKY_RELU_SLOPE)
-            elif self.activation == "tanh":
-                h = tf.tanh(h)
+            h = self._activate(h)
         return h
 
     def inference_weights(self):
         """[(kernel [D_in, width], bias [width])] per hidden layer, BatchNorm folded in.
 
-        In inference mode BatchNorm is the affine map h -> h * s + t with
-        s = gamma / sqrt(moving_var + eps), t = beta - moving_mean * s, so each hidden layer is
-        one matmul + bias (x @ (W * s) + t): what `apply_inference_weights` computes, the
-        same function as `call(training=False)` up to float rounding. Compute once per
-        evaluation call, reuse for every chunk of samples.
+        In inference mode each hidden layer is one matmul + bias (`fold_batch_norm`): what
+        `apply_inference_weights` computes, the same function as `call(training=False)` up
+        to float rounding. Compute once per evaluation call, reuse for every chunk of samples.
         """
         folded = []
         for i, dense in enumerate(self.dense_layers):
             kernel = tf.convert_to_tensor(dense.kernel)
             bias = tf.convert_to_tensor(dense.bias) if dense.use_bias else None
             if self.batch_norm:
-                norm = self.norm_layers[i]
-                scale = norm.gamma * tf.math.rsqrt(norm.moving_variance + norm.epsilon)
-                shift = norm.beta - norm.moving_mean * scale
-                kernel = kernel * scale
-                bias = shift if bias is None else bias * scale + shift
+                kernel, bias = fold_batch_norm(kernel, bias, self.norm_layers[i])
             folded.append((kernel, bias))
         return folded
 
@@ -121,36 +133,52 @@ class MLPBlock(keras.layers.Layer):
             h = tf.matmul(h, tf.cast(kernel, h.dtype))
             if bias is not None:
                 h = tf.nn.bias_add(h, tf.cast(bias, h.dtype))
-            if self.activation == "leaky_relu":
-                h = tf.nn.leaky_relu(h, alpha=LEAKY_RELU_SLOPE)
-            elif self.activation == "tanh":
-                h = tf.tanh(h)
+            h = self._activate(h)
         return h
 
 
 class GaussianHead(keras.layers.Layer):
     """mean = Linear(d), var = Softplus(Linear(d)) + floor, as one fused Dense(2 * units).
 
+    With batch_norm (the authors' heads) each half is Linear -> BatchNorm -> identity or
+    softplus; BatchNorm normalizes every unit on its own, so one BatchNorm over the fused
+    [N, 2 * units] pre-activation is the two heads' BatchNorms side by side.
     Returns `tfd.Normal(mean, sqrt(var))` with batch shape [N, units].
     """
 
-    def __init__(self, units, variance_floor=1e-5, **kwargs):
+    def __init__(self, units, variance_floor=1e-5, batch_norm=False, **kwargs):
         super().__init__(**kwargs)
-        self.units, self.variance_floor = units, variance_floor
-        # One matmul for both heads; the variance half starts at softplus(1) like the authors'.
+        self.units, self.variance_floor, self.batch_norm = units, variance_floor, batch_norm
+        # One matmul for both heads; without BatchNorm the variance half starts at
+        # softplus(1) like the authors' (with it BatchNorm's shift, at 0, replaces the bias).
         self.dense = keras.layers.Dense(
-            2 * units, kernel_initializer="glorot_uniform",
+            2 * units, kernel_initializer="glorot_uniform", use_bias=not batch_norm,
             bias_initializer=keras.initializers.Constant([0.0] * units + [1.0] * units),
             dtype=distribution_dtype(), name="mean_and_variance")
+        self.norm = (keras.layers.BatchNormalization(
+            epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM,
+            dtype=distribution_dtype(), name="bn") if batch_norm else None)
 
-    def call(self, features):
-        mean, variance = self.mean_and_variance(features)
+    def call(self, features, training=False):
+        mean, variance = self.mean_and_variance(features, training)
         return tfd.Normal(loc=mean, scale=tf.sqrt(variance))
 
-    def mean_and_variance(self, features):
+    def pre_activation(self, features, training=False):
+        """The fused pre-activation [N, 2 * units] (after BatchNorm, if any)."""
+        h = weight_gradients.dense(self.dense, features)
+        return self.norm(h, training=training) if self.batch_norm else h
+
+    def mean_and_variance(self, features, training=False):
         """(mean, variance), each [N, units], without building a distribution object."""
-        return gaussian_parameters(weight_gradients.dense(self.dense, features),
+        return gaussian_parameters(self.pre_activation(features, training),
                                    self.variance_floor)
+
+    def inference_weights(self):
+        """(kernel, bias) with pre_activation(x, training=False) = x @ kernel + bias."""
+        kernel = tf.convert_to_tensor(self.dense.kernel)
+        if self.batch_norm:
+            return fold_batch_norm(kernel, None, self.norm)
+        return kernel, tf.convert_to_tensor(self.dense.bias)
 
 
 def gaussian_parameters(pre_activation, variance_floor):

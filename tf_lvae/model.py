@@ -52,20 +52,34 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
     def __init__(self, spec: ModelSpec, **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
-        mlp = dict(activation=spec.activation, batch_norm=spec.batch_norm)
+        mlp = dict(activation=spec.activation, batch_norm=spec.batch_norm,
+                   leaky_relu_slope=spec.leaky_relu_slope)
+        head = dict(variance_floor=spec.variance_floor, batch_norm=spec.batch_norm_heads)
         floor = spec.variance_floor
         latent, hidden = spec.latent_sizes, spec.hidden_sizes
         num_layers = spec.num_layers
         # Upward path: LVAE d_i = MLP(d_{i-1}) (d_0 = x); VAE q(z_i | z_{i-1}) (z_0 = x).
         self.up_mlps = [layers.MLPBlock(hidden[i], **mlp, name=f"up_mlp_{i + 1}")
                         for i in range(num_layers)]
-        self.up_heads = [layers.GaussianHead(latent[i], floor, name=f"up_head_{i + 1}")
+        self.up_heads = [layers.GaussianHead(latent[i], **head, name=f"up_head_{i + 1}")
                          for i in range(num_layers)]
-        # Generative p(z_i | z_{i+1}) for i = 1..L-1, MLP width of the connection above z_i.
-        self.down_mlps = [layers.MLPBlock(hidden[i + 1], **mlp, name=f"down_mlp_{i + 1}")
+        # Generative p(z_i | z_{i+1}) for i = 1..L-1, MLP width of the connection above z_i
+        # (of z_i itself beside a separate inference top-down network, as the authors').
+        prior_width = [hidden[i + 1] if spec.share_top_down else hidden[i]
+                       for i in range(num_layers - 1)]
+        self.down_mlps = [layers.MLPBlock(prior_width[i], **mlp, name=f"down_mlp_{i + 1}")
                           for i in range(num_layers - 1)]
-        self.down_heads = [layers.GaussianHead(latent[i], floor, name=f"down_head_{i + 1}")
+        self.down_heads = [layers.GaussianHead(latent[i], **head, name=f"down_head_{i + 1}")
                            for i in range(num_layers - 1)]
+        # LVAE with share_top_down=False: the top-down (mu_t, var_t) merged in eqs 17-19.
+        self.inference_down_mlps, self.inference_down_heads = [], []
+        if not spec.share_top_down:
+            self.inference_down_mlps = [
+                layers.MLPBlock(hidden[i + 1], **mlp, name=f"inference_down_mlp_{i + 1}")
+                for i in range(num_layers - 1)]
+            self.inference_down_heads = [
+                layers.GaussianHead(latent[i], **head, name=f"inference_down_head_{i + 1}")
+                for i in range(num_layers - 1)]
         self.decoder_mlp = layers.MLPBlock(hidden[0], **mlp, name="decoder_mlp")
         if spec.likelihood == "bernoulli":
             self.observation = layers.BernoulliObservation(spec.num_pixels, name="observation")
@@ -85,16 +99,27 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
         LVAE: [N(mu_hat_i, var_hat_i) for i = 1..L], each [B, D_i]. VAE: [q(z_1 | x)].
         """
         if self.spec.inference == "vae":
-            return [self.up_heads[0](self.up_mlps[0](x, training=training))]
-        stats, d = [], x
+            return [self.up_heads[0](self.up_mlps[0](x, training=training), training=training)]
+        stats, up_input = [], x
         for mlp, head in zip(self.up_mlps, self.up_heads):
-            d = mlp(d, training=training)
-            stats.append(head(d))
+            d = mlp(up_input, training=training)
+            stats.append(head(d, training=training))
+            # eq. 13 feeds d_i upward; the authors' only_mu_up feeds mu_hat_i
+            up_input = d if self.spec.upward_input == "hidden" else stats[-1].loc
         return stats
 
     def prior_given_parent(self, layer, z_parent, training=False):
         """p(z_layer | z_{layer+1}) for 0-based layer < L - 1: tfd.Normal [N, D_layer]."""
-        return self.down_heads[layer](self.down_mlps[layer](z_parent, training=training))
+        return self.down_heads[layer](self.down_mlps[layer](z_parent, training=training),
+                                      training=training)
+
+    def top_down(self, layer, z_parent, prior, training=False):
+        """The LVAE's top-down N(mu_t, var_t) merged into q(z_layer | .) (eqs 17-19): the
+        generative `prior` itself, or the separate inference network's (share_top_down)."""
+        if self.spec.share_top_down:
+            return prior
+        features = self.inference_down_mlps[layer](z_parent, training=training)
+        return self.inference_down_heads[layer](features, training=training)
 
     def top_prior(self, num_rows):
         """p(z_L) = N(0, I) with batch shape [num_rows, D_L]."""
@@ -120,10 +145,11 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
         draws = [LayerDraw(z, posterior, self.top_prior(tf.shape(z)[0]))]
         for i in reversed(range(num_layers - 1)):
             prior = self.prior_given_parent(i, z, training)
+            top_down = self.top_down(i, z, prior, training)
             mean_q, var_q = gaussian_math.precision_weighted_merge(   # eqs 17-19
                 tile_samples(up_stats[i].loc, num_samples),
                 tile_samples(up_stats[i].variance(), num_samples),
-                prior.loc, prior.variance())
+                top_down.loc, top_down.variance())
             posterior = tfd.Normal(mean_q, tf.sqrt(var_q))
             z = _draw(posterior, deterministic, _layer_seed(seed, i), noise_alg)
             draws.append(LayerDraw(z, posterior, prior))
@@ -136,7 +162,8 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
         posteriors, zs = [posterior], [_draw(posterior, deterministic, _layer_seed(seed, 0),
                                              noise_alg)]
         for i in range(1, self.spec.num_layers):
-            posterior = self.up_heads[i](self.up_mlps[i](zs[-1], training=training))
+            posterior = self.up_heads[i](self.up_mlps[i](zs[-1], training=training),
+                                         training=training)
             posteriors.append(posterior)
             zs.append(_draw(posterior, deterministic, _layer_seed(seed, i), noise_alg))
         priors = [self.prior_given_parent(i, zs[i + 1], training)

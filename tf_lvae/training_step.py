@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tf_lvae import bounds
 from tf_lvae import distribute
+from tf_lvae import gradient_clipping
 from tf_lvae import noise
 from tf_lvae import step_loop
 from tf_lvae import weight_gradients
@@ -50,14 +51,21 @@ class TrainStepMixin:
     iw_samples = 1
     warmup_steps = 0
     noise_seed = None  # None: posterior noise from the global RNG (not reproducible on resume)
+    clip_global_norm = 0.0  # the authors' gradient clipping (gradient_clipping.py); 0: off
+    clip_value = 0.0
 
-    def configure_objective(self, mc_samples=1, iw_samples=1, warmup_steps=0, noise_seed=None):
+    def configure_objective(self, mc_samples=1, iw_samples=1, warmup_steps=0, noise_seed=None,
+                            clip_global_norm=0.0, clip_value=0.0):
         if mc_samples < 1 or iw_samples < 1 or warmup_steps < 0:
             raise ValueError("mc_samples and iw_samples must be >= 1 and warmup_steps >= 0, got "
                              f"{mc_samples}, {iw_samples}, {warmup_steps}")
+        if clip_global_norm < 0 or clip_value < 0:
+            raise ValueError("clip_global_norm and clip_value must be >= 0 (0: off), got "
+                             f"{clip_global_norm}, {clip_value}")
         self.mc_samples, self.iw_samples = int(mc_samples), int(iw_samples)
         self.warmup_steps = int(warmup_steps)
         self.noise_seed = None if noise_seed is None else int(noise_seed)
+        self.clip_global_norm, self.clip_value = float(clip_global_norm), float(clip_value)
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
@@ -128,6 +136,9 @@ class TrainStepMixin:
                 replica_loss = self.optimizer.scale_loss(replica_loss)
         gradients = tape.gradient(replica_loss, self.trainable_variables)
         finite = distribute.all_replicas_true(distribute.all_finite([loss, *gradients]))
+        gradients = gradient_clipping.clip_global_gradients(
+            gradients, self.clip_global_norm, self.clip_value,
+            self.optimizer.dynamic_scale if loss_scaled else 1.0)
         if loss_scaled:
             # It skips non-finite steps itself, and must see them to lower its loss scale.
             self.optimizer.apply(gradients, self.trainable_variables)
