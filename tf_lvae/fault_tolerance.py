@@ -153,13 +153,13 @@ class TrainingCheckpoint:
         self.metric_variables = {f"{metric.name}/{variable.name}": variable
                                  for metric in model.metrics for variable in metric.variables}
         self.checkpoint.metrics = self.metric_variables
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir,
-                                                  max_to_keep=max_to_keep)
         if self.is_writer:  # what a save that failed or was killed left behind
             removed = model_dir_lib.remove_leftovers(model_dir)
             if removed:
                 logging.info("removed the leftovers of unfinished writes: %s",
                              ", ".join(removed))
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir,
+                                                  max_to_keep=max_to_keep)
         self.latest = None  # the newest checkpoint known good: restored or written
 
     def restore(self):
@@ -201,8 +201,6 @@ class TrainingCheckpoint:
             raise
         return self.latest
 
-    def close(self):
-        if not self.is_writer:  # a non-chief worker's scratch copies
     def _remove_unfinished(self, prefix):
         """Delete what a failed save of `prefix` wrote (the index does not list it)."""
         if prefix in self.manager.checkpoints:
@@ -214,6 +212,8 @@ class TrainingCheckpoint:
             except OSError:
                 pass
 
+    def close(self):
+        if not self.is_writer:  # a non-chief worker's scratch copies
             shutil.rmtree(self.write_dir, ignore_errors=True)
 
 
