@@ -314,7 +314,8 @@ def storage_message(error, model_dir=None, after=None):
             good = None
         if good:
             path, epochs, batches = good
-            where = f"{epochs} epochs" + (f" and {batches} batches" if batches else "")
+            where = f"{epochs} epoch{'s' * (epochs != 1)}" + (
+                f" and {batches} batch{'es' * (batches != 1)}" if batches else "")
             parts.append(f"The last good checkpoint, {path} ({where} done), is intact.")
         else:
             parts.append("No checkpoint had been written yet.")

@@ -37,9 +37,11 @@ TRAIN_SUBSET_BINARIZATION_SEED = 125
 
 
 def _append_record(path, record):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    """Append one JSON line (a line cut short by a full disk is skipped by read_records)."""
+    with model_dir_lib.storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
 
 def read_records(path):

@@ -35,9 +35,11 @@ def main(argv):
         from tf_lvae import serving, versioned_export  # imported late: --help stays fast
         limits = serving.ServingLimits(FLAGS.max_num_samples, FLAGS.max_iw_samples,
                                        FLAGS.iw_chunk_size)
+        from tf_lvae import model_dir as model_dir_lib
         try:
-            path = versioned_export.export_model_dir(FLAGS.model_dir, FLAGS.export_dir,
-                                                     FLAGS.version, limits)
+            with model_dir_lib.storage_errors(f"the export to {FLAGS.export_dir}"):
+                path = versioned_export.export_model_dir(FLAGS.model_dir, FLAGS.export_dir,
+                                                         FLAGS.version, limits)
         except versioned_export.ExportError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

@@ -34,6 +34,7 @@ SPEC_FILE = "model_spec.json"
 STATE_FILE = "training_state.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
+LOCK_FILE = ".lock"  # tf_lvae.model_dir_lock
 
 
 class ModelDirError(ValueError):
@@ -103,8 +104,8 @@ def storage_errors(what, last_checkpoint=None):
         raise StorageError(what, reason, last_checkpoint) from error
 
 
-def write_json_atomically(path, payload):
-    """Write JSON to a temporary file beside `path` and rename it over, never half a file.
+def write_text_atomically(path, text):
+    """Write `text` to a temporary file beside `path` and rename it over, never half a file.
 
     On a storage fault raises StorageError; `path` keeps its previous content and the
     temporary file is removed.
@@ -113,9 +114,8 @@ def write_json_atomically(path, payload):
     with storage_errors(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(payload, handle, indent=2, sort_keys=True)
-                handle.write("\n")
+            with os.fdopen(fd, "w", newline="") as handle:
+                handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())  # a full disk fails here, not after the rename
             os.replace(tmp, path)
@@ -123,6 +123,33 @@ def write_json_atomically(path, payload):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def write_json_atomically(path, payload):
+    """write_text_atomically of `payload` as indented JSON (StorageError on a storage fault)."""
+    write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def copy_tree(source, target):
+    """Copy the files of model_dir `source` into folder `target`, without its lock file.
+
+    A storage fault raises StorageError (shutil.copytree gathers each file's OSError).
+    """
+    try:
+        shutil.copytree(source, target, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(LOCK_FILE))
+    except shutil.Error as error:
+        for _, _, why in error.args[0]:
+            for number, reason in STORAGE_FAULTS.items():
+                if os.strerror(number) in str(why):
+                    raise StorageError(target, reason) from error
+        raise
+
+
+def copy_model_dir(source, target):
+    """Copy model_dir `source` to `target`, whole or not at all (see atomic_directory)."""
+    with atomic_directory(target) as tmp:
+        copy_tree(source, tmp)
 
 
 @contextlib.contextmanager
@@ -163,7 +190,7 @@ _CHECKPOINT_FILE = re.compile(r"^ckpt-(\d+)\.(index|data-\d+-of-\d+)$")
 def remove_leftovers(model_dir):
     """Delete the temporary files of writes that did not finish; returns their names.
 
-    Only for the model_dir's owner (a trainer holding its lock): model_dir/.<name>.*.tmp,
+    Only for the model_dir's owner (the process holding its lock): model_dir/.<name>.*.tmp,
     checkpoints/ckpt-N_temp/ and checkpoint.tmp*, and the files of a checkpoint newer than
     every one in the checkpoint index (a save that failed before it was recorded).
     """
@@ -181,7 +208,7 @@ def remove_leftovers(model_dir):
 
     if root.is_dir():
         for path in root.iterdir():
-            if _TEMPORARY.match(path.name) and path.is_file():
+            if _TEMPORARY.match(path.name):
                 remove(path)
     if checkpoints.is_dir():
         state = tf.train.get_checkpoint_state(str(checkpoints))

@@ -33,7 +33,7 @@ from absl import logging
 
 from tf_lvae import model_dir as model_dir_lib
 
-LOCK_FILE = ".lock"
+LOCK_FILE = model_dir_lib.LOCK_FILE
 _UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 _held = {}  # realpath -> [fd, count, directories this process created] (re-entrancy)
@@ -155,7 +155,8 @@ class ModelDirLock:
                 self._key = key
                 return self
             created = _missing_directories(self.model_dir)
-            with model_dir_lib.storage_errors(self.path):
+            with model_dir_lib.storage_errors(f"model_dir {self.model_dir} (its lock file "
+                                              f"{LOCK_FILE})"):
                 os.makedirs(self.model_dir, exist_ok=True)
                 fd = self._lock_file()
             if fd is None:

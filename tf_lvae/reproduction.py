@@ -24,6 +24,7 @@ from tf_lvae import configs
 from tf_lvae import data
 from tf_lvae import experiment_config
 from tf_lvae import model_dir as model_dir_lib
+from tf_lvae import model_dir_lock
 
 VARIANTS = {  # name: (inference, batch_norm, warm-up)
     "VAE": ("vae", False, False),
@@ -284,7 +285,7 @@ def write_outputs(results, settings, variants, output_dir, notes=()):
     from tf_lvae import figures
     output_dir = pathlib.Path(output_dir)
     table = markdown_table(results, settings, variants, notes)
-    (output_dir / "table.md").write_text(table)
+    model_dir_lib.write_text_atomically(output_dir / "table.md", table)
     model_dir_lib.write_json_atomically(
         output_dir / "results.json", dict(settings=settings.key(), notes=list(notes),
                                           cells=results))
@@ -301,18 +302,20 @@ def run_grid(base_config, cells, settings, output_dir, log=print, notes=()):
     """Run (or skip) every cell, rewriting the outputs after each; returns (results, table).
 
     notes: how base_config differs from the data set's config, stated in the table.
+    The grid holds output_dir's lock (tf_lvae.model_dir_lock): a second grid there is refused.
     """
     output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     variants = list(dict.fromkeys(c.variant for c in cells))
     hardware = hardware_description()
     results, table = [], None
-    for number, cell in enumerate(cells, 1):
-        result = run_cell(base_config, cell, settings, output_dir, hardware)
-        action = "skipped (finished earlier)" if result["skipped"] else "done"
-        log(f"[{number}/{len(cells)}] {cell.variant} {cell.layers} layers seed {cell.seed}: "
-            f"{action}; L_1 = {result['elbo']:.2f}, L_{result['iw_samples']} = "
-            f"{result['iw_bound']:.2f}")
-        results.append(result)
-        table, _ = write_outputs(results, settings, variants, output_dir, notes)
+    with model_dir_lock.hold(output_dir, purpose="reproduction grid"):
+        model_dir_lib.remove_leftovers(output_dir)
+        for number, cell in enumerate(cells, 1):
+            result = run_cell(base_config, cell, settings, output_dir, hardware)
+            action = "skipped (finished earlier)" if result["skipped"] else "done"
+            log(f"[{number}/{len(cells)}] {cell.variant} {cell.layers} layers seed "
+                f"{cell.seed}: {action}; L_1 = {result['elbo']:.2f}, "
+                f"L_{result['iw_samples']} = {result['iw_bound']:.2f}")
+            results.append(result)
+            table, _ = write_outputs(results, settings, variants, output_dir, notes)
     return results, table

@@ -10,7 +10,9 @@
 
 Rerunning with the same model_dir reloads keras-tuner's state (overwrite=False): finished
 trials are not rerun, an interrupted trial resumes from its checkpoint, and a larger
-max_trials adds trials.
+max_trials adds trials. A search holds model_dir's lock (tf_lvae.model_dir_lock) and every
+trial its own model_dir's; a storage fault (no space, read-only) stops the search with
+model_dir.StorageError instead of failing one trial after another.
 """
 import json
 import os
@@ -24,6 +26,7 @@ from absl import logging
 
 from tf_lvae import hypermodel as hypermodel_lib
 from tf_lvae import model_dir as model_dir_lib
+from tf_lvae import model_dir_lock
 from tf_lvae import tuning_results
 
 TUNERS = ("random", "bayesian", "hyperband")
@@ -36,6 +39,10 @@ TRIAL_MODEL_DIR = "model"
 
 class SearchError(ValueError):
     """A search that cannot start or resume as asked (e.g. another search in model_dir)."""
+
+
+class _StopSearch(keras_tuner.errors.FatalError):
+    """Raised out of a trial to stop the search; its __cause__ is the error to report."""
 
 
 class _ModelDirTrials:
@@ -52,22 +59,29 @@ class _ModelDirTrials:
         hp = trial.hyperparameters
         model_dir = self.trial_model_dir(trial.trial_id)
         parent = hp.values.get("tuner/trial_id")
-        if parent is not None and not os.path.exists(model_dir):
-            # Hyperband: continue the parent trial's training from its last epoch.
-            shutil.copytree(self.trial_model_dir(parent), model_dir)
         keras.backend.clear_session()
         start = time.time()
         error = None
         try:
+            if parent is not None and not os.path.exists(model_dir):
+                # Hyperband: continue the parent trial's training from its last epoch.
+                model_dir_lib.copy_model_dir(self.trial_model_dir(parent), model_dir)
             return self.hypermodel.fit(hp, None, model_dir=model_dir,
                                        epochs=hp.values.get("tuner/epochs"))
+        except (model_dir_lib.StorageError, model_dir_lock.ModelDirBusyError) as exception:
+            error = f"{type(exception).__name__}: {exception}"
+            raise _StopSearch(str(exception)) from exception  # no other trial would fare better
         except Exception as exception:  # recorded, then keras-tuner marks the trial failed
             error = f"{type(exception).__name__}: {exception}"
             raise
         finally:
-            model_dir_lib.write_json_atomically(
-                os.path.join(self.get_trial_dir(trial.trial_id), RUN_FILE),
-                dict(seconds=round(time.time() - start, 2), model_dir=model_dir, error=error))
+            try:
+                model_dir_lib.write_json_atomically(
+                    os.path.join(self.get_trial_dir(trial.trial_id), RUN_FILE),
+                    dict(seconds=round(time.time() - start, 2), model_dir=model_dir,
+                         error=error))
+            except model_dir_lib.StorageError as run_error:  # the trial's own error comes first
+                logging.error("%s", run_error)
 
     def load_model(self, trial):
         return model_dir_lib.load_model(self.trial_model_dir(trial.trial_id))[0]
@@ -153,18 +167,16 @@ def export_best(tuner, model_dir, base_config):
         return None
     trial = best[0]
     target = pathlib.Path(model_dir) / BEST_DIR
-    staging = pathlib.Path(model_dir) / f".{BEST_DIR}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(tuner.trial_model_dir(trial.trial_id), staging)
-    config = model_dir_lib.read_json(staging / model_dir_lib.CONFIG_FILE)
-    config["data"]["eval_split"] = base_config.data.eval_split
-    model_dir_lib.write_json_atomically(staging / model_dir_lib.CONFIG_FILE, config)
-    model_dir_lib.write_json_atomically(staging / "tuning.json", dict(
-        trial_id=trial.trial_id, search_dir=str(pathlib.Path(model_dir).resolve()),
-        objective=hypermodel_lib.OBJECTIVE, score=trial.score,
-        hyperparameters=trial.hyperparameters.values))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    shutil.rmtree(pathlib.Path(model_dir) / f".{BEST_DIR}.tmp", ignore_errors=True)  # old name
+    with model_dir_lib.atomic_directory(target) as staging:
+        model_dir_lib.copy_tree(tuner.trial_model_dir(trial.trial_id), staging)
+        config = model_dir_lib.read_json(staging / model_dir_lib.CONFIG_FILE)
+        config["data"]["eval_split"] = base_config.data.eval_split
+        model_dir_lib.write_json_atomically(staging / model_dir_lib.CONFIG_FILE, config)
+        model_dir_lib.write_json_atomically(staging / "tuning.json", dict(
+            trial_id=trial.trial_id, search_dir=str(pathlib.Path(model_dir).resolve()),
+            objective=hypermodel_lib.OBJECTIVE, score=trial.score,
+            hyperparameters=trial.hyperparameters.values))
     return str(target)
 
 
@@ -183,20 +195,24 @@ def run_search(base_config, space, model_dir, kind=None, max_trials=None, verbos
     """
     hypermodel = hypermodel_lib.LVAEHyperModel(base_config, space)
     kind = kind or space.tuner.kind
-    _check_same_search(model_dir, _search_record(base_config, space, kind))
-    tuner = make_tuner(hypermodel, model_dir, kind, max_trials, verbose)
-    stopped = None
-    try:
-        tuner.search(verbose=verbose)
-    except RuntimeError as error:  # keras-tuner's limit on consecutive failed trials
-        if "consecutive failures" not in str(error):
-            raise
-        stopped = str(error).splitlines()[0]
-        logging.warning("search stopped: %s", stopped)
-    best_dir = export_best(tuner, model_dir, base_config)
-    results = tuning_results.summarize(tuner, hypermodel_lib.hparam_names(space), space,
-                                       best_dir=best_dir, stopped=stopped)
-    tuning_results.write(results, model_dir)
+    with model_dir_lock.hold(model_dir, purpose="tuning"):
+        model_dir_lib.remove_leftovers(model_dir)
+        _check_same_search(model_dir, _search_record(base_config, space, kind))
+        tuner = make_tuner(hypermodel, model_dir, kind, max_trials, verbose)
+        stopped = None
+        try:
+            tuner.search(verbose=verbose)
+        except _StopSearch as error:
+            raise error.__cause__ from None
+        except RuntimeError as error:  # keras-tuner's limit on consecutive failed trials
+            if "consecutive failures" not in str(error):
+                raise
+            stopped = str(error).splitlines()[0]
+            logging.warning("search stopped: %s", stopped)
+        best_dir = export_best(tuner, model_dir, base_config)
+        results = tuning_results.summarize(tuner, hypermodel_lib.hparam_names(space), space,
+                                           best_dir=best_dir, stopped=stopped)
+        tuning_results.write(results, model_dir)
     if verbose:
         print(tuning_results.format_table(results))
     return tuner, results

@@ -4,6 +4,7 @@ Rows are read from keras-tuner's own trial records (status, hyperparameters, sco
 trial's run.json (seconds, error), so the table is what the tuner itself decided.
 """
 import csv
+import io
 import math
 import os
 
@@ -64,14 +65,12 @@ def summarize(tuner, names, space, best_dir=None, stopped=None):
 def write(results, model_dir):
     """Write model_dir/results.json and results.csv (one line per trial)."""
     model_dir_lib.write_json_atomically(os.path.join(model_dir, RESULTS_JSON), results)
-    path = os.path.join(model_dir, RESULTS_CSV)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=results["columns"])
-        writer.writeheader()
-        for row in results["rows"]:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    os.replace(tmp, path)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=results["columns"])
+    writer.writeheader()
+    for row in results["rows"]:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    model_dir_lib.write_text_atomically(os.path.join(model_dir, RESULTS_CSV), table.getvalue())
 
 
 def _cell(value, column=""):
