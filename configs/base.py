@@ -42,6 +42,15 @@ def base_config():
     config.train.mc_samples = 1
     config.train.iw_samples = 1
     config.train.seed = 0
+    # The authors' gradient clipping (tf_lvae/gradient_clipping.py): global norm, then each
+    # element; 0 disables either (the paper does not clip; configs/mnist_authors.py: 4, 0.9).
+    config.train.clip_global_norm = 0.0
+    config.train.clip_value = 0.0
+    # Learning rate x lr_decay_factor every lr_decay_every_epochs epochs (0: constant); the
+    # paper's fine-tuning uses 0.75 every 200 (configs/mnist_finetune.py).
+    config.train.lr_decay_factor = 1.0
+    config.train.lr_decay_every_epochs = 0
+    config.train.init_from = ""               # a model_dir whose weights a new run starts from
     config.train.jit_compile = True
     # float32 | mixed_bfloat16 | mixed_float16 (loss-scaled): 16-bit MLP matmuls with float32
     # weights, distribution heads and log-densities (for GPUs/TPUs; CPUs gain nothing)
@@ -71,4 +80,8 @@ def base_config():
     config.eval.iw_batch_size = 20            # examples per L_K batch
     config.eval.chunk_size = 1000             # importance samples per chunk (memory ~ batch*chunk)
     config.eval.seed = 0
+    # BatchNorm statistics of every evaluation and export: population (one pass over the
+    # training split under the final weights, as the authors' code) | moving (Keras' averages)
+    config.eval.bn_statistics = "population"
+    config.eval.bn_statistics_batch_size = 2000  # examples per batch of that pass
     return config

@@ -157,3 +157,29 @@ def for_evaluation(model, config, mode=DEFAULT_MODE, data_dir=None):
     assign(population_statistics(
         model, training_view(images, data.get_spec(dataset), batch_size), DEFAULT_SEED))
     return "population"
+
+
+class PopulationStatisticsForValidation(keras.callbacks.Callback):
+    """Training's periodic evaluation with population statistics under the current weights.
+
+    Before each validation run inside `fit` one pass over the training images computes them
+    (`population_statistics`); after it the moving averages training keeps come back, so the
+    checkpoints written next, and a resumed run, are as without this callback.
+    """
+
+    def __init__(self, train_images, data_spec, batch_size=DEFAULT_BATCH_SIZE,
+                 seed=DEFAULT_SEED):
+        super().__init__()
+        self.dataset = training_view(train_images, data_spec, batch_size, seed)
+        self.seed = seed
+        self._applied = None
+
+    def on_test_begin(self, logs=None):
+        statistics = population_statistics(self.model, self.dataset, self.seed)
+        self._applied = applied(self.model, statistics)
+        self._applied.__enter__()
+
+    def on_test_end(self, logs=None):
+        if self._applied is not None:
+            self._applied.__exit__(None, None, None)
+            self._applied = None

@@ -34,15 +34,29 @@ def define_flags():
     flags.DEFINE_integer("max_examples", None, "Evaluate only the first N examples of the split.")
     flags.DEFINE_integer("seed", 0, "Seed of the posterior samples.")
     flags.DEFINE_string("output", None, "Where to write the JSON (default: inside model_dir).")
+    flags.DEFINE_enum("bn_statistics", None, ["population", "moving"],
+                      "BatchNorm statistics: population (one pass over the training split "
+                      "under the final weights, as the authors' code) or moving (Keras' moving "
+                      "averages); default: the config's eval.bn_statistics (population).")
 
 
 def evaluate_model_dir(model_dir, iw_samples=None, split=None, data_dir=None, chunk_size=None,
-                       iw_batch_size=None, max_examples=None, seed=0, verbose=1):
-    """Load model_dir's latest checkpoint and evaluate it; returns the result dict."""
-    from tf_lvae import data, evaluation, experiment_config
+                       iw_batch_size=None, max_examples=None, seed=0, verbose=1,
+                       bn_statistics=None):
+    """Load model_dir's latest checkpoint and evaluate it; returns the result dict.
+
+    bn_statistics: 'population' or 'moving' (`tf_lvae.batch_norm_statistics`); None: the
+    config's eval.bn_statistics, 'population' for configs written before the field.
+    """
+    from tf_lvae import batch_norm_statistics, data, evaluation, experiment_config
     from tf_lvae import model_dir as model_dir_lib
     model, config, epochs = model_dir_lib.load_model(model_dir)
     data_config, eval_config = config.get("data", {}), config.get("eval", {})
+    bn_start = time.time()
+    bn_statistics = batch_norm_statistics.for_evaluation(
+        model, config, bn_statistics or eval_config.get("bn_statistics", "population"),
+        data_dir=data_dir)
+    bn_seconds = time.time() - bn_start
     split = split or data_config.get("eval_split", "test")
     iw_samples = iw_samples or eval_config.get("iw_samples", 5000)
     images, _ = data.load_arrays(
@@ -59,6 +73,7 @@ def evaluate_model_dir(model_dir, iw_samples=None, split=None, data_dir=None, ch
         verbose=verbose)
     result.update(dataset=data_config.get("dataset"), split=split, epochs_trained=epochs,
                   model=model.spec.inference, latent_sizes=list(model.spec.latent_sizes),
+                  bn_statistics=bn_statistics, bn_statistics_seconds=round(bn_seconds, 2),
                   seconds=round(time.time() - start, 2), hardware=platform.processor() or
                   platform.machine())
     return result
@@ -73,7 +88,8 @@ def main(argv):
         result = evaluate_model_dir(FLAGS.model_dir, FLAGS.iw_samples, FLAGS.split,
                                     FLAGS.data_dir, FLAGS.chunk_size, FLAGS.iw_batch_size,
                                     FLAGS.max_examples, FLAGS.seed,
-                                    verbose=1 if sys.stdout.isatty() else 2)
+                                    verbose=1 if sys.stdout.isatty() else 2,
+                                    bn_statistics=FLAGS.bn_statistics)
         from tf_lvae import model_dir as model_dir_lib
         output = FLAGS.output or os.path.join(
             FLAGS.model_dir, f"evaluation_{result['split']}_K{result['iw_samples']}.json")

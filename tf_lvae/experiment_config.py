@@ -74,6 +74,25 @@ def validate_config(config):
                                       f"{train.learning_rate!r}")
     _require(train.adam_epsilon > 0, f"train.adam_epsilon must be > 0, got "
                                      f"{train.adam_epsilon!r}")
+    for field in ("clip_global_norm", "clip_value"):
+        value = fault_tolerance.train_option(config, field)
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+                 f"train.{field} must be a number >= 0 (0: no clipping), got {value!r}")
+    decay = fault_tolerance.train_option(config, "lr_decay_factor")
+    _require(isinstance(decay, (int, float)) and 0 < decay <= 1,
+             f"train.lr_decay_factor must be in (0, 1], got {decay!r}")
+    every = fault_tolerance.train_option(config, "lr_decay_every_epochs")
+    _require(isinstance(every, int) and not isinstance(every, bool) and every >= 0,
+             f"train.lr_decay_every_epochs must be an integer >= 0 (0: constant), got "
+             f"{every!r}")
+    _require(isinstance(fault_tolerance.train_option(config, "init_from"), str),
+             "train.init_from must be a model_dir path or empty")
+    bn_statistics = config.eval.get("bn_statistics", "population")
+    _require(bn_statistics in ("population", "moving"),
+             f"eval.bn_statistics must be population or moving, got {bn_statistics!r}")
+    bn_batch = config.eval.get("bn_statistics_batch_size", 2000)
+    _require(isinstance(bn_batch, int) and bn_batch >= 1,
+             f"eval.bn_statistics_batch_size must be an integer >= 1, got {bn_batch!r}")
     precision = fault_tolerance.train_option(config, "precision")
     _require(precision in layers.PRECISIONS,
              f"train.precision must be one of {', '.join(layers.PRECISIONS)}, got "

@@ -13,6 +13,7 @@ import keras
 import keras_tuner
 import ml_collections
 
+from tf_lvae import batch_norm_statistics
 from tf_lvae import data
 from tf_lvae import evaluation
 from tf_lvae import experiment_config
@@ -226,7 +227,13 @@ class LVAEHyperModel(keras_tuner.HyperModel):
                                      num_validation=experiment_config.num_validation(config.data))
         if objective.max_examples > 0:
             images = images[:objective.max_examples]
-        return evaluation.evaluate_images(
+        # The trial's checkpoint is written already: the population statistics go into the
+        # model in memory only, as `tf_lvae.evaluate` does.
+        bn_statistics = batch_norm_statistics.for_evaluation(
+            model, config, config.eval.get("bn_statistics", batch_norm_statistics.DEFAULT_MODE))
+        result = evaluation.evaluate_images(
             model, images, iw_samples=objective.iw_samples, batch_size=config.eval.batch_size,
             iw_batch_size=objective.iw_batch_size, chunk_size=objective.iw_samples,
             seed=objective.seed, verbose=0)
+        result["bn_statistics"] = bn_statistics
+        return result

@@ -171,7 +171,7 @@ def run_cell(base_config, cell, settings, output_dir, hardware):
         iw_samples=evaluation["iw_samples"], num_examples=evaluation["num_examples"],
         epochs=state.get("epochs_completed"), resumed_from_epoch=done,
         elbo=evaluation["elbo"], iw_bound=evaluation["iw_bound"],
-        train_elbo=state.get("last_metrics", {}).get("elbo"),
+        bn_statistics=evaluation["bn_statistics"], train_elbo=state.get("last_metrics", {}).get("elbo"),
         kl_per_layer=evaluation["kl_per_layer"],
         active_units_per_layer=evaluation["active_units_per_layer"],
         train_seconds=round(timing["train_seconds"], 1), eval_seconds=round(eval_seconds, 1),

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tf_lvae import batch_norm_statistics
 from tf_lvae import data
 from tf_lvae import diagnostics
 from tf_lvae import distribute
@@ -43,13 +44,45 @@ def _load_split(config, split):
                             num_validation=experiment_config.num_validation(config.data))[0]
 
 
+def learning_rate_schedule(learning_rate, decay_factor=1.0, decay_every_steps=0):
+    """The learning rate, times decay_factor every decay_every_steps optimizer steps (the
+    paper's fine-tuning: x0.75 every 200 epochs); a function of optimizer.iterations, so it
+    resumes with the checkpointed optimizer. decay_every_steps=0: constant."""
+    if decay_every_steps <= 0 or decay_factor == 1.0:
+        return learning_rate
+    return keras.optimizers.schedules.ExponentialDecay(
+        learning_rate, decay_steps=decay_every_steps, decay_rate=decay_factor, staircase=True)
+
+
 def make_optimizer(learning_rate, epsilon, precision="float32"):
     """The training optimizer: Adam, loss-scaled under mixed_float16 (float16 gradients
-    underflow without it)."""
+    underflow without it). learning_rate: a float or a `learning_rate_schedule`."""
     optimizer = keras.optimizers.Adam(learning_rate, epsilon=epsilon)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def _check_init_from(init_from, spec):
+    """train.init_from must be a model_dir with a checkpoint of the same architecture."""
+    existing = model_dir_lib.read_spec(init_from)
+    if existing != spec:
+        raise model_dir_lib.ModelDirError(
+            f"train.init_from={init_from} holds a different model ({existing}); this config "
+            f"builds {spec}")
+    if tf.train.get_checkpoint_state(os.path.join(init_from, model_dir_lib.CHECKPOINT_DIR)) is None:
+        raise model_dir_lib.ModelDirError(f"train.init_from={init_from} has no checkpoint")
+
+
+def _restore_weights(model, init_from):
+    """Every weight (BatchNorm statistics included) of init_from's newest valid checkpoint;
+    the optimizer, epoch counter and warm-up start afresh."""
+    source, _, epochs = model_dir_lib.load_model(init_from)
+    # Keras paths without the model's own (auto-generated) name, as in the checkpoints.
+    values = {v.path.split("/", 1)[1]: v for v in source.weights}
+    for variable in model.weights:
+        variable.assign(values[variable.path.split("/", 1)[1]])
+    return epochs
 
 
 def train(config, model_dir, extra_callbacks=()):
@@ -94,6 +127,9 @@ def _train(config, model_dir, extra_callbacks, lock):
             f"of the {strategy.num_replicas_in_sync} replicas of strategy "
             f"{option('strategy')!r}")
 
+    init_from = option("init_from")
+    if init_from:  # checked before model_dir is touched
+        _check_init_from(init_from, spec)
     if chief:
         _prepare_model_dir(model_dir, config, spec)
     else:  # other workers' diagnostics would write the chief's files again
@@ -105,8 +141,13 @@ def _train(config, model_dir, extra_callbacks, lock):
             distribute.synchronize_batch_norm(model)
         model.configure_objective(config.train.mc_samples, config.train.iw_samples,
                                   config.train.warmup_epochs * steps_per_epoch,
-                                  noise_seed=config.train.seed)
-        optimizer = make_optimizer(config.train.learning_rate, config.train.adam_epsilon,
+                                  noise_seed=config.train.seed,
+                                  clip_global_norm=option("clip_global_norm"),
+                                  clip_value=option("clip_value"))
+        learning_rate = learning_rate_schedule(
+            config.train.learning_rate, option("lr_decay_factor"),
+            option("lr_decay_every_epochs") * steps_per_epoch)
+        optimizer = make_optimizer(learning_rate, config.train.adam_epsilon,
                                    option("precision"))
         model.compile(optimizer=optimizer,
                       jit_compile=distribute.jit_compile_for(strategy, config.train.jit_compile))
@@ -116,6 +157,9 @@ def _train(config, model_dir, extra_callbacks, lock):
         model, optimizer, model_dir,
         write_dir=None if chief else distribute.worker_scratch_dir(strategy))
     resume = state.restore()
+    if resume is None and init_from:  # a new run starts from another run's weights
+        _restore_weights(model, init_from)
+        logging.info("started from the weights of %s", init_from)
     requested_steps_per_call = option("steps_per_execution")
     if option("strategy") != "default" and requested_steps_per_call > 1:
         # Keras' multi-step while loop fails under MirroredStrategy (an unfed placeholder
@@ -141,7 +185,15 @@ def _train(config, model_dir, extra_callbacks, lock):
 
     eval_ds = (data.make_dataset(eval_images, data_spec, config.eval.batch_size)
                if eval_every else None)
+    bn_statistics = config.eval.get("bn_statistics", batch_norm_statistics.DEFAULT_MODE)
+    bn_callbacks = []
+    if (eval_every and bn_statistics == "population" and spec.batch_norm
+            and option("strategy") == "default"):  # replicas: the moving averages
+        bn_callbacks = [batch_norm_statistics.PopulationStatisticsForValidation(
+            train_images, data_spec,
+            config.eval.get("bn_statistics_batch_size", batch_norm_statistics.DEFAULT_BATCH_SIZE))]
     callbacks = [
+        *bn_callbacks,  # first: validation runs with the population statistics
         fault_tolerance.ResumableCheckpoint(
             state, steps_per_epoch, config.train.epochs, option("checkpoint_every_steps"),
             option("max_consecutive_skips"), resume,
