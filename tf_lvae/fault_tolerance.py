@@ -39,7 +39,9 @@ from tf_lvae import model_dir as model_dir_lib
 DAMAGED_DIR = "damaged"
 # Defaults of the config.train fields read here (configs/base.py sets them).
 DEFAULTS = dict(strategy="default", tpu="", sync_batch_norm=False, checkpoint_every_steps=500,
-                max_consecutive_skips=10, steps_per_execution=1, precision="float32")
+                max_consecutive_skips=10, steps_per_execution=1, precision="float32",
+                clip_global_norm=0.0, clip_value=0.0, lr_decay_factor=1.0,
+                lr_decay_every_epochs=0, init_from="")
 
 # What reading a damaged checkpoint raises: TensorFlow errors (data loss, a CRC mismatch, a
 # missing file), a short read, an undecodable object graph.
