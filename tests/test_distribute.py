@@ -73,13 +73,13 @@ TWO_DEVICES = textwrap.dedent("""
     batches = data.make_dataset(images, data.get_spec("binarized_mnist"), 32,
                                 drop_remainder=True)
 
-    def fit(strategy):
+    def fit(strategy, clip=(0.0, 0.0)):
         with strategy.scope():
             keras.utils.set_random_seed(0)
             model = MeanDraws(spec)
             model(tf.zeros([1, *spec.image_shape]))
             distribute.synchronize_batch_norm(model)
-            model.configure_objective(1, 1, 8)
+            model.configure_objective(1, 1, 8, clip_global_norm=clip[0], clip_value=clip[1])
             # Plain SGD: unlike Adam its step grows with the gradient, so a missing 1/replicas
             # loss scaling would double every update.
             model.compile(optimizer=keras.optimizers.SGD(1e-3), jit_compile=False)
@@ -91,6 +91,16 @@ TWO_DEVICES = textwrap.dedent("""
         history=[one_history, two_history],
         max_difference=max(float(np.abs(a.numpy() - b.numpy()).max())
                            for a, b in zip(one.weights, two.weights)))
+    # The authors' clipping, tight enough to bind on every step: it must clip the global
+    # batch's gradient, not each replica's half.
+    clip = (2.0, 0.02)
+    one_clipped, _ = fit(tf.distribute.get_strategy(), clip)
+    two_clipped, _ = fit(distribute.make_strategy("mirrored"), clip)
+    results["clipped"] = dict(
+        max_difference=max(float(np.abs(a.numpy() - b.numpy()).max())
+                           for a, b in zip(one_clipped.weights, two_clipped.weights)),
+        change_from_unclipped=max(float(np.abs(a.numpy() - b.numpy()).max())
+                                  for a, b in zip(one.weights, one_clipped.weights)))
 
     config.train.batch_size = 33
     try:
@@ -189,6 +199,12 @@ def test_two_workers_end_with_identical_weights(runs):
 def test_a_global_batch_the_replicas_cannot_share_is_rejected(runs):
     error = json.loads((runs / "results.json").read_text())["odd_batch_error"]
     assert "batch_size=33 (the global batch) must be a multiple of the 2 replicas" in error
+
+
+def test_two_replicas_clip_the_global_gradient_like_one_device(runs):
+    clipped = json.loads((runs / "results.json").read_text())["clipped"]
+    assert clipped["change_from_unclipped"] > 100 * MEANS_TOLERANCE   # the clipping binds
+    assert clipped["max_difference"] < MEANS_TOLERANCE
 
 
 def test_one_device_keeps_jit_and_needs_no_scaling():
