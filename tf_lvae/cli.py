@@ -144,6 +144,8 @@ def _flag_errors(argv):
         yield
     except flags.Error as error:  # absl's: unknown flag, unparsable value, ...
         _fail(_flag_error_message(error, argv))
+    except BrokenPipeError:  # --help piped into `head`
+        raise
     except (AttributeError, KeyError, TypeError, ValueError, OSError) as error:
         # ml_collections' lookups of --config.<path> overrides raise these unwrapped.
         _fail(_override_error_message(error, argv))
@@ -255,6 +257,8 @@ def _flag_error_message(error, argv):
     if not match:
         return _first_line(text) + " (see --helpshort)"
     flag, value, reason = match.group(1), match.group(2), _first_line(match.group(3))
+    if "must have a value other than None" in reason:
+        return f"--{flag} is required"
     name, _, path = flag.partition(".")
     if path and name in CONFIG_FLAGS and name in FLAGS:
         try:

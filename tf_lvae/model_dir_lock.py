@@ -24,9 +24,7 @@ import fcntl
 import json
 import os
 import re
-import shlex
 import socket
-import sys
 import threading
 
 from absl import logging
@@ -93,10 +91,11 @@ def _pid_running(pid):
 
 
 def _holder_record(purpose):
+    from tf_lvae import cli  # the command as typed: python -m tf_lvae.train ...
     return dict(pid=os.getpid(), host=socket.gethostname(), purpose=purpose,
                 since=datetime.datetime.now(datetime.timezone.utc).strftime(
                     "%Y-%m-%dT%H:%M:%SZ"),
-                command=shlex.join([os.path.basename(sys.executable), *sys.argv])[:500])
+                command=cli.command_line()[:500])
 
 
 def _missing_directories(path):
