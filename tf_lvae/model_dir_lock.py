@@ -212,11 +212,11 @@ class ModelDirLock:
         pid = previous.get("pid")
         same_host = previous.get("host") in (None, socket.gethostname())
         if same_host and pid is not None and pid != os.getpid() and _pid_running(pid):
-            state = "it is running but no longer holds the lock"
+            how = "that pid is running but does not hold the lock (a reused pid)"
         else:
-            state = "that process is gone"
-        logging.warning("took over a stale lock of %s in %s (%s; it did not release the "
-                        "lock, e.g. killed)", _describe(previous), self.model_dir, state)
+            how = "that process ended without releasing it (e.g. killed)"
+        logging.warning("took over a stale lock of %s in %s: %s", _describe(previous),
+                        self.model_dir, how)
 
     def _unlock(self, fd):
         # Delete before unlocking: a process waiting on this file then sees it is stale.
