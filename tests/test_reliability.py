@@ -226,8 +226,8 @@ def test_a_lock_taken_for_nothing_leaves_no_folder(tmp_path):
 def _assert_checkpoint_fault(line, model_dir, reason):
     assert f"could not write checkpoint {model_dir}/checkpoints/ckpt-{2 * EPOCH_STEPS}" in line
     assert reason in line
-    assert (f"The last good checkpoint, {model_dir}/checkpoints/ckpt-{EPOCH_STEPS}, is "
-            "intact") in line
+    assert (f"The last good checkpoint, {model_dir}/checkpoints/ckpt-{EPOCH_STEPS} (1 epoch "
+            "done), is intact") in line
     assert "rerun the same command" in line
     state = _state(model_dir)  # still valid, and what the last good checkpoint holds
     assert state["epochs_completed"] == 1 and state["checkpoint"] == f"ckpt-{EPOCH_STEPS}"

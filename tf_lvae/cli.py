@@ -9,6 +9,7 @@ model_dir, a full or read-only disk).
 """
 import contextlib
 import difflib
+import errno
 import importlib.util
 import os
 import re
@@ -297,7 +298,24 @@ def _storage_error(error):
         what = error.filename or "a file"
     else:  # TensorFlow: "{{function_node ...}} PATH; No space left on device [Op:SaveV2]"
         what = re.sub(r"\{\{.*?\}\}\s*", "", error.message or "").split(";")[0].strip()
-    return model_dir_lib.StorageError(what or "a file", reason)
+    # Raised somewhere unknown: full or read-only means a write, "permission denied" may not.
+    writing = (reason in model_dir_lib.OUT_OF_SPACE or
+               reason == model_dir_lib.STORAGE_FAULTS[errno.EROFS])
+    return model_dir_lib.StorageError(what or "a file", reason,
+                                      action="write" if writing else "access")
+
+
+def _checkpoint_sentence(path):
+    """'The last good checkpoint, PATH (2 epochs done), is intact.', read back to be sure."""
+    from tf_lvae import fault_tolerance
+    problem = fault_tolerance.checkpoint_problem(path)
+    if problem:
+        return (f"The last checkpoint written, {path}, does not read back ({problem}); a "
+                "rerun falls back to the one before it.")
+    epochs, batches = fault_tolerance.checkpoint_position(path)
+    where = f"{epochs} epoch{'s' * (epochs != 1)}" + (
+        f" and {batches} batch{'es' * (batches != 1)}" if batches else "")
+    return f"The last good checkpoint, {path} ({where} done), is intact."
 
 
 def storage_message(error, model_dir=None, after=None):
@@ -308,21 +326,19 @@ def storage_message(error, model_dir=None, after=None):
     """
     from tf_lvae import fault_tolerance
     from tf_lvae import model_dir as model_dir_lib
-    parts = [f"could not write {error.what}: {error.reason}."]
-    if error.last_checkpoint:
-        parts.append(f"The last good checkpoint, {error.last_checkpoint}, is intact.")
-    elif model_dir is not None and os.path.isdir(model_dir):
-        try:
-            good = fault_tolerance.last_good_checkpoint(model_dir)
-        except Exception:  # noqa: BLE001  reporting must not fail on an unreadable folder
-            good = None
-        if good:
-            path, epochs, batches = good
-            where = f"{epochs} epoch{'s' * (epochs != 1)}" + (
-                f" and {batches} batch{'es' * (batches != 1)}" if batches else "")
-            parts.append(f"The last good checkpoint, {path} ({where} done), is intact.")
-        else:
-            parts.append("No checkpoint had been written yet.")
+    parts = [f"could not {error.action} {error.what}: {error.reason}."]
+    try:  # reporting must not fail on an unreadable folder
+        path = error.last_checkpoint or (
+            fault_tolerance.last_good_checkpoint(model_dir)
+            if model_dir is not None and os.path.isdir(model_dir) else None)
+        sentence = _checkpoint_sentence(path) if path else None
+    except Exception:  # noqa: BLE001
+        path, sentence = None, None
+    if sentence:
+        parts.append(sentence)
+    elif model_dir is not None:
+        parts.append("No checkpoint had been written yet.")
+    if model_dir is not None and os.path.isdir(model_dir):
         state = os.path.join(model_dir, model_dir_lib.STATE_FILE)
         if os.path.exists(state):
             try:

@@ -302,17 +302,19 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
 
 def last_good_checkpoint(model_dir):
-    """(path, epochs done, batches done of the next epoch) of model_dir's newest whole
-    checkpoint, or None when there is none. Reads every tensor back, moves nothing."""
+    """The newest checkpoint of model_dir that reads back whole, or None. Moves nothing."""
     state = tf.train.get_checkpoint_state(os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR))
     for path in reversed(list(state.all_model_checkpoint_paths) if state else []):
         if checkpoint_problem(path) is None:
-            reader = tf.train.load_checkpoint(path)
-            position = [int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
-                        if reader.has_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE") else 0
-                        for name in ("epoch", "step_in_epoch")]
-            return path, *position
+            return path
     return None
+
+
+def checkpoint_position(path):
+    """(epochs done, batches done of the next epoch) saved in checkpoint `path`."""
+    reader = tf.train.load_checkpoint(path)
+    keys = [f"{name}/.ATTRIBUTES/VARIABLE_VALUE" for name in ("epoch", "step_in_epoch")]
+    return tuple(int(reader.get_tensor(key)) if reader.has_tensor(key) else 0 for key in keys)
 
 
 def steps_per_call(requested, steps_per_epoch, steps_done=0):

@@ -50,26 +50,29 @@ STORAGE_FAULTS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
 }
+OUT_OF_SPACE = {STORAGE_FAULTS[errno.ENOSPC], STORAGE_FAULTS[errno.EDQUOT],
+                STORAGE_FAULTS[errno.EFBIG]}
 
 
 class StorageError(ModelDirError):
     """A file could not be written because of the storage: no space, read-only, no permission.
 
     `what` names what could not be written (a path, a checkpoint), `reason` says why;
-    `last_checkpoint` is the newest good checkpoint when the writer knows it.
+    `last_checkpoint` is the newest good checkpoint when the writer knows it. `action` is
+    "write", or "access" for a fault of unknown direction (e.g. permission denied on a read).
     """
 
-    def __init__(self, what, reason, last_checkpoint=None):
+    def __init__(self, what, reason, last_checkpoint=None, action="write"):
         self.what, self.reason, self.last_checkpoint = str(what), reason, last_checkpoint
-        message = f"could not write {self.what}: {reason}"
+        self.action = action
+        message = f"could not {action} {self.what}: {reason}"
         if last_checkpoint:
-            message += f" (the last good checkpoint, {last_checkpoint}, is intact)"
+            message += f" (the last good checkpoint is {last_checkpoint})"
         super().__init__(message)
 
     @property
     def out_of_space(self):
-        return self.reason in (STORAGE_FAULTS[errno.ENOSPC], STORAGE_FAULTS[errno.EDQUOT],
-                               STORAGE_FAULTS[errno.EFBIG])
+        return self.reason in OUT_OF_SPACE
 
 
 def storage_fault(error):

@@ -110,6 +110,15 @@ def _missing_directories(path):
     return missing
 
 
+def _remove_empty(directories):
+    """rmdir each of `directories` (deepest first) that nothing was written into."""
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            break
+
+
 class ModelDirLock:
     """The exclusive lock of one model_dir; `acquire` takes it, leaving the block releases it.
 
@@ -154,10 +163,14 @@ class ModelDirLock:
                 self._key = key
                 return self
             created = _missing_directories(self.model_dir)
-            with model_dir_lib.storage_errors(f"model_dir {self.model_dir} (its lock file "
-                                              f"{LOCK_FILE})"):
-                os.makedirs(self.model_dir, exist_ok=True)
-                fd = self._lock_file()
+            try:
+                with model_dir_lib.storage_errors(f"model_dir {self.model_dir} (its lock file "
+                                                  f"{LOCK_FILE})"):
+                    os.makedirs(self.model_dir, exist_ok=True)
+                    fd = self._lock_file()
+            except BaseException:
+                _remove_empty(created)
+                raise
             if fd is None:
                 return self
             _held[key] = [fd, 1, created]
@@ -173,9 +186,11 @@ class ModelDirLock:
             except BlockingIOError:
                 holder = _parse_holder(os.pread(fd, 65536, 0).decode(errors="replace"))
                 os.close(fd)
+                purpose = (holder or {}).get("purpose", "training")
                 raise ModelDirBusyError(
-                    f"model_dir {self.model_dir} is in use: another trainer holds its lock "
-                    f"({_describe(holder)}). Only one trainer may write a model_dir at a "
+                    f"model_dir {self.model_dir} is in use: another process holds its lock "
+                    f"for {purpose} ({_describe(holder)}). Only one trainer may write a "
+                    "model_dir at a "
                     "time: wait for it to finish or stop it, or use another --model_dir "
                     "(evaluate, export and analyze need no lock)") from None
             except OSError as error:
@@ -184,6 +199,8 @@ class ModelDirLock:
                     raise
                 logging.warning("the file system of %s does not support locks (%s): make "
                                 "sure no other trainer writes it", self.model_dir, error)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
                 return None
             # The holder may have released and deleted the file between our open and flock:
             # then we locked a file nobody else will look at; open the current one again.
@@ -239,11 +256,7 @@ class ModelDirLock:
             del _held[key]
             fd, _, created = entry
             self._unlock(fd)
-            for directory in created:  # made only for the lock and left empty: remove again
-                try:
-                    os.rmdir(directory)
-                except OSError:
-                    break
+            _remove_empty(created)
 
 
 def hold(model_dir, purpose="training"):
