@@ -318,11 +318,12 @@ def _checkpoint_sentence(path):
     return f"The last good checkpoint, {path} ({where} done), is intact."
 
 
-def storage_message(error, model_dir=None, after=None):
+def storage_message(error, model_dir=None, after=None, elsewhere="use another --model_dir"):
     """The one-line report of a storage fault: what, why, the last good checkpoint, what next.
 
     model_dir: the model_dir a trainer was writing; its newest checkpoint is read back to say
     that it is intact (unless `error` already names one). after: what a rerun does.
+    elsewhere: how to write somewhere else instead.
     """
     from tf_lvae import fault_tolerance
     from tf_lvae import model_dir as model_dir_lib
@@ -347,26 +348,27 @@ def storage_message(error, model_dir=None, after=None):
             except ValueError:
                 parts.append(f"{model_dir_lib.STATE_FILE} is unreadable.")
     fix = ("Free some space" if error.out_of_space else
-           "Make the folder writable (or use another --model_dir)")
+           f"Make the folder writable (or {elsewhere})")
     parts.append(f"{fix}, then rerun the same command" + (f" ({after})" if after else "") +
                  f": {command_line()}")
     return " ".join(parts)
 
 
 @contextlib.contextmanager
-def clear_errors(model_dir=None, after=None):
+def clear_errors(model_dir=None, after=None, elsewhere="use another --model_dir"):
     """Print expected errors without a traceback, as one `error: ...` line; exit code 2.
 
     Expected: a bad config, missing data, a bad or busy model_dir, non-finite training, and
     storage faults (no space left, a read-only folder, no permission). For those, model_dir
-    (what a trainer writes) and after (what rerunning does) complete the message.
+    (what a trainer writes), after (what rerunning does) and elsewhere (how to write somewhere
+    else) complete the message (`storage_message`).
     """
     from tf_lvae import data, experiment_config, fault_tolerance, model_dir as model_dir_lib
     import tensorflow as tf
     try:
         yield
     except model_dir_lib.StorageError as error:
-        _fail(storage_message(error, model_dir, after))
+        _fail(storage_message(error, model_dir, after, elsewhere))
     except (experiment_config.ConfigError, data.DataNotFoundError,
             model_dir_lib.ModelDirError, ValueError, FileNotFoundError,
             fault_tolerance.NonFiniteTrainingError) as error:
@@ -375,4 +377,4 @@ def clear_errors(model_dir=None, after=None):
         storage = _storage_error(error)
         if storage is None:
             raise
-        _fail(storage_message(storage, model_dir, after))
+        _fail(storage_message(storage, model_dir, after, elsewhere))

@@ -82,7 +82,7 @@ def evaluate_model_dir(model_dir, iw_samples=None, split=None, data_dir=None, ch
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    with cli.clear_errors():
+    with cli.clear_errors(after="the result is printed above", elsewhere="pass --output=FILE"):
         if FLAGS.iw_samples is not None and FLAGS.iw_samples < 1:
             raise ValueError(f"--iw_samples must be >= 1, got {FLAGS.iw_samples}")
         result = evaluate_model_dir(FLAGS.model_dir, FLAGS.iw_samples, FLAGS.split,
@@ -93,8 +93,12 @@ def main(argv):
         from tf_lvae import model_dir as model_dir_lib
         output = FLAGS.output or os.path.join(
             FLAGS.model_dir, f"evaluation_{result['split']}_K{result['iw_samples']}.json")
-        model_dir_lib.write_json_atomically(output, result)
         summary = {k: v for k, v in result.items() if k != "kl_per_unit"}
+        try:
+            model_dir_lib.write_json_atomically(output, result)
+        except model_dir_lib.StorageError:  # e.g. a read-only model_dir: keep the result
+            print(json.dumps(summary))
+            raise
         print(f"L_1 = {result['elbo']:.2f} nats, L_{result['iw_samples']} = "
               f"{result['iw_bound']:.2f} nats on {result['num_examples']} {result['split']} "
               f"examples; full result in {output}", file=sys.stderr)

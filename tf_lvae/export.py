@@ -31,7 +31,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     with cli.clear_errors(after="nothing was published: the versions already in --export_dir "
-                          "are intact and the model_dir is untouched"):
+                          "are intact and the model_dir is untouched",
+                          elsewhere="use another --export_dir"):
         from tf_lvae import serving, versioned_export  # imported late: --help stays fast
         limits = serving.ServingLimits(FLAGS.max_num_samples, FLAGS.max_iw_samples,
                                        FLAGS.iw_chunk_size)

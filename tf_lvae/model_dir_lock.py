@@ -44,7 +44,7 @@ class ModelDirBusyError(model_dir_lib.ModelDirError):
 
 def _describe(holder):
     if not holder:
-        return "a process that has not recorded itself yet"
+        return "a process that has not written its name into the lock file"
     parts = [f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"]
     if holder.get("since"):
         parts.append(f"since {holder['since']}")
