@@ -1,2 +1,52 @@
-"""tf_lvae: Ladder Variational Autoencoders (Sønderby et al., NIPS 2016) in TensorFlow/Keras."""
+"""tf_lvae: Ladder Variational Autoencoders (Sønderby et al., NIPS 2016) in TensorFlow/Keras.
+
+The public Python API (README "Python API" runs it):
+
+    import tf_lvae
+    spec = tf_lvae.ModelSpec(latent_sizes=(64, 32, 16, 8, 4))   # the paper's 5-layer LVAE
+    model = tf_lvae.build_model(spec)                            # a keras.Model
+    model.configure_objective(mc_samples=1, iw_samples=1, warmup_steps=1000)
+    model.compile(optimizer=tf_lvae.make_optimizer(1e-3))
+    model.fit(images_dataset, epochs=5)                          # batches [B, 28, 28, 1] in [0, 1]
+    result = tf_lvae.evaluate(model, test_images, iw_samples=100)  # L_1 and L_K
+    images = model.sample(16, seed=0); posterior = model.encode(test_images[:4])
+    model = tf_lvae.load("runs/quick")               # a trained model_dir, BN statistics ready
+    tf_lvae.export(model, "exports/lvae")           # a TF Serving SavedModel version
+    model.save("lvae.keras"); keras.models.load_model("lvae.keras")
+
+Importing tf_lvae registers the model with Keras (so `keras.models.load_model` finds it); the
+other names are imported on first use, so a CLI's `--help` does not load the training stack.
+"""
+import importlib
+
 __version__ = "0.1.0"
+
+from tf_lvae import model as _model  # noqa: E402,F401  (registers HierarchicalVAE with Keras)
+
+# public name -> (module, attribute)
+_API = {
+    "ModelSpec": ("tf_lvae.model_spec", "ModelSpec"),
+    "HierarchicalVAE": ("tf_lvae.model", "HierarchicalVAE"),
+    "build_model": ("tf_lvae.model_dir", "build_model"),
+    "make_optimizer": ("tf_lvae.training", "make_optimizer"),
+    "train": ("tf_lvae.training", "train"),
+    "load": ("tf_lvae.api", "load"),
+    "evaluate": ("tf_lvae.api", "evaluate"),
+    "export": ("tf_lvae.api", "export"),
+    "population_statistics": ("tf_lvae.api", "use_population_statistics"),
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f"module 'tf_lvae' has no attribute {name!r}")
+    module, attribute = _API[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -13,6 +13,7 @@ the VAE) depend on x only and are computed once per example, then tiled over sam
 The training step (warm-up, MC and IW samples) lives in `training_step.py`.
 """
 import collections
+import dataclasses
 
 import keras
 import tensorflow as tf
@@ -46,10 +47,17 @@ def _layer_seed(seed, layer):
     return None if seed is None else tf.stack([tf.cast(seed, tf.int32), layer])
 
 
+@keras.saving.register_keras_serializable(package="tf_lvae")
 class HierarchicalVAE(TrainStepMixin, keras.Model):
-    """Ladder VAE (spec.inference='lvae') or bottom-up VAE ('vae') over one generative model."""
+    """Ladder VAE (spec.inference='lvae') or bottom-up VAE ('vae') over one generative model.
+
+    `model.save("x.keras")` / `keras.models.load_model("x.keras")` round-trip it: the config
+    is the ModelSpec (and the objective's settings), the weights every layer's.
+    """
 
     def __init__(self, spec: ModelSpec, **kwargs):
+        if isinstance(spec, dict):   # from get_config, via keras.models.load_model
+            spec = ModelSpec(**spec)
         super().__init__(**kwargs)
         self.spec = spec
         mlp = dict(activation=spec.activation, batch_norm=spec.batch_norm,
@@ -87,6 +95,27 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
             self.observation = layers.GaussianObservation(spec.num_pixels, floor,
                                                           name="observation")
         self._build_trackers()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(spec=dataclasses.asdict(self.spec), objective=self.objective_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        objective = config.pop("objective", None)
+        model = cls(**config)
+        if objective:
+            model.configure_objective(**objective)
+        return model
+
+    def build(self, input_shape=None):
+        """Create every weight by one pass on zeros (also what keras.models.load_model and
+        the first __call__ run)."""
+        if not self.built:
+            self.call(tf.zeros([1, *self.spec.image_shape]))
+        super().build(input_shape)
 
     # ----------------------------------------------------------------------------- passes
     def flatten_images(self, images):

@@ -54,7 +54,7 @@ def learning_rate_schedule(learning_rate, decay_factor=1.0, decay_every_steps=0)
         learning_rate, decay_steps=decay_every_steps, decay_rate=decay_factor, staircase=True)
 
 
-def make_optimizer(learning_rate, epsilon, precision="float32"):
+def make_optimizer(learning_rate=1e-3, epsilon=1e-4, precision="float32"):
     """The training optimizer: Adam, loss-scaled under mixed_float16 (float16 gradients
     underflow without it). learning_rate: a float or a `learning_rate_schedule`."""
     optimizer = keras.optimizers.Adam(learning_rate, epsilon=epsilon)

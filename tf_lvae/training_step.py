@@ -67,6 +67,12 @@ class TrainStepMixin:
         self.noise_seed = None if noise_seed is None else int(noise_seed)
         self.clip_global_norm, self.clip_value = float(clip_global_norm), float(clip_value)
 
+    def objective_config(self):
+        """The `configure_objective` arguments in use (part of the model's Keras config)."""
+        return dict(mc_samples=self.mc_samples, iw_samples=self.iw_samples,
+                    warmup_steps=self.warmup_steps, noise_seed=self.noise_seed,
+                    clip_global_norm=self.clip_global_norm, clip_value=self.clip_value)
+
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
