@@ -2,11 +2,14 @@
 
     python -m tf_lvae.export --model_dir=runs/quick --export_dir=exports/lvae
     python -m tf_lvae.export --model_dir=runs/quick --export_dir=exports/lvae --version=7 \
-        --max_num_samples=64 --max_iw_samples=1000
+        --max_num_samples=64 --serving_iw_samples=1000
 
 Writes EXPORT_DIR/<version>/saved_model.pb (+ variables/), the layout TF Serving watches;
-<version> defaults to one more than the largest version already there. Signatures: encode,
-sample, decode, reconstruct, log_likelihood (see tf_lvae/serving.py, export/README.md).
+<version> defaults to one more than the largest version already there, with TF Serving's
+warm-up requests in assets.extra/. Signatures (version 2, every input batched): encode, sample,
+sample_per_layer, keep_top, interpolate, decode, reconstruct, log_likelihood;
+--signature_version=1 writes the earlier scalar-input set (see tf_lvae/serving.py,
+export/README.md).
 Prints the path of the new version on the last line.
 """
 import sys
@@ -21,8 +24,14 @@ flags.DEFINE_string("model_dir", None, "A model_dir trained by tf_lvae.train.", 
 flags.DEFINE_string("export_dir", None, "Folder of versioned SavedModels (TF Serving's "
                     "model base path).", required=True)
 flags.DEFINE_integer("version", None, "Version number (default: the next free one).")
-flags.DEFINE_integer("max_num_samples", 1000, "Cap of `sample`'s num_samples.")
-flags.DEFINE_integer("max_iw_samples", 5000, "Cap of `log_likelihood`'s num_samples (K).")
+flags.DEFINE_integer("signature_version", 2, "2: every input has a batch dimension (TF "
+                     "Serving can batch requests); 1: the earlier scalar-input sample and "
+                     "log_likelihood.")
+flags.DEFINE_integer("max_num_samples", 1000, "Cap of the images one `sample` request draws.")
+flags.DEFINE_integer("serving_iw_samples", 100, "K of `log_likelihood` (signature version 2: "
+                     "fixed at export).")
+flags.DEFINE_integer("max_iw_samples", 5000, "Cap of `log_likelihood`'s num_samples (K; "
+                     "signature version 1).")
 flags.DEFINE_integer("iw_chunk_size", 100, "Importance samples per chunk of `log_likelihood` "
                      "(memory ~ batch * chunk).")
 
@@ -35,16 +44,19 @@ def main(argv):
                           elsewhere="use another --export_dir"):
         from tf_lvae import serving, versioned_export  # imported late: --help stays fast
         limits = serving.ServingLimits(FLAGS.max_num_samples, FLAGS.max_iw_samples,
-                                       FLAGS.iw_chunk_size)
+                                       FLAGS.iw_chunk_size, FLAGS.serving_iw_samples)
         from tf_lvae import model_dir as model_dir_lib
         try:
             with model_dir_lib.storage_errors(f"the export to {FLAGS.export_dir}"):
                 path = versioned_export.export_model_dir(FLAGS.model_dir, FLAGS.export_dir,
-                                                         FLAGS.version, limits)
+                                                         FLAGS.version, limits,
+                                                         FLAGS.signature_version)
         except versioned_export.ExportError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
-        print(f"exported signatures {', '.join(serving.SIGNATURES)} to", file=sys.stderr)
+        names = serving.SIGNATURES_BY_VERSION[FLAGS.signature_version]
+        print(f"exported signatures {', '.join(names)} (version {FLAGS.signature_version}) to",
+              file=sys.stderr)
         print(path)
 
 
