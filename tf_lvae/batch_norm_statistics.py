@@ -22,6 +22,7 @@ a training checkpoint's own moving averages are never overwritten (`applied` res
 a resumed run is unchanged.
 """
 import contextlib
+import weakref
 
 import keras
 import numpy as np
@@ -47,6 +48,24 @@ def _check_mode(mode):
         raise ValueError(f"bn_statistics must be one of {', '.join(MODES)}, got {mode!r}")
 
 
+_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _batch_statistics_function(model, norms):
+    """One traced training-mode pass per model: images, seed, batch index -> [(mean, var)]."""
+    if model not in _FUNCTIONS:
+        @tf.function(reduce_retracing=True)
+        def batch_statistics(images, seed, index):
+            x = model.flatten_images(images)
+            batch_seed = tf.random.stateless_uniform(  # posterior noise keyed by (seed, batch)
+                [], seed=tf.stack([tf.cast(seed, tf.int32), tf.cast(index, tf.int32)]),
+                minval=None, maxval=None, dtype=tf.int32)
+            model.evaluate_terms(x, 1, training=True, seed=batch_seed)
+            return [(norm.moving_mean.value, norm.moving_variance.value) for norm in norms]
+        _FUNCTIONS[model] = batch_statistics
+    return _FUNCTIONS[model]
+
+
 def population_statistics(model, dataset, seed=DEFAULT_SEED):
     """{layer: (mean, variance)} (float64 numpy) of every BatchNorm layer's input over `dataset`.
 
@@ -60,24 +79,18 @@ def population_statistics(model, dataset, seed=DEFAULT_SEED):
              for norm in norms]
     for norm in norms:
         # moving <- moving * 0 + batch * 1: after a forward pass each layer's moving statistics
-        # are that batch's (read at trace time, so set before the function is traced).
+        # are that batch's (read at trace time, so set before the function is traced; every
+        # trace of the cached function sees 0).
         norm.momentum = 0.0
-
-    @tf.function
-    def batch_statistics(images, index):
-        x = model.flatten_images(images)
-        batch_seed = tf.random.stateless_uniform(  # posterior noise keyed by (seed, batch)
-            [], seed=tf.stack([tf.constant(seed, tf.int32), index]), minval=None, maxval=None,
-            dtype=tf.int32)
-        model.evaluate_terms(x, 1, training=True, seed=batch_seed)
-        return [(norm.moving_mean.value, norm.moving_variance.value) for norm in norms]
+    batch_statistics = _batch_statistics_function(model, norms)
 
     count = 0
     sums = [None] * len(norms)
     try:
         for index, images in enumerate(dataset):
             rows = int(images.shape[0])
-            for i, (mean, variance) in enumerate(batch_statistics(images, tf.constant(index))):
+            for i, (mean, variance) in enumerate(batch_statistics(images, tf.constant(seed),
+                                                                  tf.constant(index))):
                 mean = mean.numpy().astype(np.float64)
                 second = variance.numpy().astype(np.float64) + mean ** 2
                 if sums[i] is None:
@@ -159,24 +172,39 @@ def for_evaluation(model, config, mode=DEFAULT_MODE, data_dir=None):
     return "population"
 
 
-class PopulationStatisticsForValidation(keras.callbacks.Callback):
-    """Training's periodic evaluation with population statistics under the current weights.
-
-    Before each validation run inside `fit` one pass over the training images computes them
-    (`population_statistics`); after it the moving averages training keeps come back, so the
-    checkpoints written next, and a resumed run, are as without this callback.
-    """
+class TrainingSplitStatistics:
+    """Population statistics of a training run's current weights, computed at most once per
+    optimizer step (the validation run and the diagnostics at one epoch end share a pass)."""
 
     def __init__(self, train_images, data_spec, batch_size=DEFAULT_BATCH_SIZE,
                  seed=DEFAULT_SEED):
-        super().__init__()
         self.dataset = training_view(train_images, data_spec, batch_size, seed)
         self.seed = seed
+        self._step, self._statistics = None, None
+
+    def __call__(self, model):
+        step = int(model.optimizer.iterations.numpy()) if model.optimizer else None
+        if self._statistics is None or step is None or step != self._step:
+            self._statistics = population_statistics(model, self.dataset, self.seed)
+            self._step = step
+        return self._statistics
+
+
+class PopulationStatisticsForValidation(keras.callbacks.Callback):
+    """Training's periodic evaluation with population statistics under the current weights.
+
+    Before each validation run inside `fit` the statistics of the training images come from
+    one pass (`TrainingSplitStatistics`); after it the moving averages training keeps come
+    back, so the checkpoints written next, and a resumed run, are as without this callback.
+    """
+
+    def __init__(self, statistics):
+        super().__init__()
+        self.statistics = statistics
         self._applied = None
 
     def on_test_begin(self, logs=None):
-        statistics = population_statistics(self.model, self.dataset, self.seed)
-        self._applied = applied(self.model, statistics)
+        self._applied = applied(self.model, self.statistics(self.model))
         self._applied.__enter__()
 
     def on_test_end(self, logs=None):

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_lvae import batch_norm_statistics
 from tf_lvae import data
 from tf_lvae import evaluation
 from tf_lvae import experiment_config
@@ -112,8 +113,11 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     """
 
     def __init__(self, model_dir, subsets, every_epochs=10, iw_samples=100, total_epochs=None,
-                 num_images=64, seed=0, batch_size=256, jit_compile="auto", split_names=None):
+                 num_images=64, seed=0, batch_size=256, jit_compile="auto", split_names=None,
+                 population=None):
         super().__init__()
+        # population(model) -> batch-norm statistics to evaluate with (None: moving averages)
+        self.population = population
         if every_epochs < 1 or iw_samples < 1:
             raise ValueError(f"diagnostics need every_epochs >= 1 and iw_samples >= 1, got "
                              f"{every_epochs} and {iw_samples}")
@@ -156,7 +160,13 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     def evaluate(self, epoch):
         """Evaluate the subsets now, append the record, write TensorBoard summaries."""
         record = {"epoch": int(epoch), "iw_samples": self.iw_samples,
-                  "splits": dict(self.split_names)}
+                  "splits": dict(self.split_names),
+                  "bn_statistics": "population" if self.population else "moving"}
+        statistics = self.population(self.model) if self.population else {}
+        with batch_norm_statistics.applied(self.model, statistics):
+            return self._evaluate(record)
+
+    def _evaluate(self, record):
         # Keep ~10k posterior rows per L_K call: small K allows many examples per batch.
         iw_batch_size = max(1, min(500, 10_000 // self.iw_samples))
         for name, images in self.subsets.items():
@@ -212,8 +222,11 @@ def _subset(images, count):
     return np.asarray(images[subset_indices(len(images), count)], np.float32)
 
 
-def from_config(config, model_dir, train_images, eval_images=None):
+def from_config(config, model_dir, train_images, eval_images=None, population=None):
     """The diagnostics callbacks a config asks for ([] when train.diagnostics_every_epochs=0).
+
+    population: `batch_norm_statistics.TrainingSplitStatistics` to evaluate with (None: the
+    moving averages).
 
     Subsets: `train.diagnostics_examples` examples drawn once (seed 0) from the eval split
     and from the training split (binarized once with a fixed seed when the data set binarizes
@@ -245,4 +258,5 @@ def from_config(config, model_dir, train_images, eval_images=None):
         os.fspath(model_dir), subsets, every_epochs=every, iw_samples=iw_samples,
         total_epochs=train.epochs,
         seed=config.train.seed, batch_size=config.eval.batch_size,
-        jit_compile="auto", split_names=names)]  # XLA on GPU, TF graph on CPU (faster)
+        jit_compile="auto", split_names=names,  # XLA on GPU, TF graph on CPU (faster)
+        population=population)]

@@ -115,7 +115,15 @@ def _train(config, model_dir, extra_callbacks, lock):
         train_images = train_images[:config.data.max_train_examples]
     eval_every = config.train.eval_every_epochs
     eval_images = _load_split(config, config.data.eval_split) if eval_every else None
-    diagnostics_callbacks = diagnostics.from_config(config, model_dir, train_images, eval_images)
+    # Training's evaluations (validation, diagnostics) use population batch-norm statistics.
+    population = None
+    if (config.eval.get("bn_statistics", batch_norm_statistics.DEFAULT_MODE) == "population"
+            and spec.batch_norm and option("strategy") == "default"):  # replicas: moving
+        population = batch_norm_statistics.TrainingSplitStatistics(
+            train_images, data_spec,
+            config.eval.get("bn_statistics_batch_size", batch_norm_statistics.DEFAULT_BATCH_SIZE))
+    diagnostics_callbacks = diagnostics.from_config(config, model_dir, train_images, eval_images,
+                                                    population)
     steps_per_epoch = len(train_images) // config.train.batch_size
     if steps_per_epoch < 1:
         raise experiment_config.ConfigError(
@@ -185,13 +193,8 @@ def _train(config, model_dir, extra_callbacks, lock):
 
     eval_ds = (data.make_dataset(eval_images, data_spec, config.eval.batch_size)
                if eval_every else None)
-    bn_statistics = config.eval.get("bn_statistics", batch_norm_statistics.DEFAULT_MODE)
-    bn_callbacks = []
-    if (eval_every and bn_statistics == "population" and spec.batch_norm
-            and option("strategy") == "default"):  # replicas: the moving averages
-        bn_callbacks = [batch_norm_statistics.PopulationStatisticsForValidation(
-            train_images, data_spec,
-            config.eval.get("bn_statistics_batch_size", batch_norm_statistics.DEFAULT_BATCH_SIZE))]
+    bn_callbacks = ([batch_norm_statistics.PopulationStatisticsForValidation(population)]
+                    if eval_every and population is not None else [])
     callbacks = [
         *bn_callbacks,  # first: validation runs with the population statistics
         fault_tolerance.ResumableCheckpoint(
