@@ -120,6 +120,9 @@ def binarization_description(dataset, split):
         return f"dynamic (train resampled each epoch; {split} binarized once, seed {seed})"
     if spec.binarization == "static":
         return "static (fixed binary files)"
+    if spec.binarization == "dequantize":
+        return (f"dequantized (x = (k + u) / 256: train redrawn each epoch; {split} drawn once, "
+                f"seed {data.DEQUANTIZATION_SEEDS['test' if split == 'test' else 'train']})")
     return "none (continuous pixels)"
 
 
@@ -141,7 +144,9 @@ class WallClock(keras.callbacks.Callback):
 
 def run_cell(base_config, cell, settings, output_dir, hardware):
     """Train and evaluate one cell unless its result already matches; returns the result."""
-    from tf_lvae import evaluate, training
+    from tf_lvae import training
+    # The module tf_lvae.evaluate; `from tf_lvae import evaluate` gives the API function.
+    from tf_lvae.evaluate import evaluate_model_dir
     cell_dir = pathlib.Path(output_dir) / cell.path
     previous = model_dir_lib.read_json(cell_dir / RESULT_FILE)
     if previous and previous.get("settings") == settings.key():
@@ -155,7 +160,7 @@ def run_cell(base_config, cell, settings, output_dir, hardware):
     cell_dir.mkdir(parents=True, exist_ok=True)
     training.train(config, str(cell_dir), extra_callbacks=[WallClock(cell_dir / TIMING_FILE)])
     started = time.time()
-    evaluation = evaluate.evaluate_model_dir(
+    evaluation = evaluate_model_dir(
         str(cell_dir), iw_samples=settings.iw_samples, split=settings.eval_split,
         max_examples=settings.max_eval_examples, seed=settings.eval_seed, verbose=0)
     eval_seconds = time.time() - started
