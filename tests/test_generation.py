@@ -156,3 +156,25 @@ def test_bad_arguments_are_refused(model, images):
         generation.keep_top(model, images, 1, [0, 1])
     with pytest.raises(ValueError, match="temperature must be a scalar"):
         generation.sample(model, [0], np.ones([1, 3, 1]))
+
+
+def test_grids_hold_keep_top_and_interpolate_for_every_layer(model, images):
+    from tf_lvae import figures
+    redraws = generation.keep_top_grid(model, images[:2], 3, seed=5)
+    assert redraws.shape == (2, NUM_LAYERS, 3, 6, 6, 1)
+    for k in range(1, NUM_LAYERS + 1):
+        _close(redraws[1, k - 1],
+               generation.keep_top(model, np.repeat(images[1:2], 3, 0), k, [5, 6, 7]))
+    paths = generation.interpolation_grid(model, images[:2], images[2:], 4)
+    assert paths.shape == (2, NUM_LAYERS, 4, 6, 6, 1)
+    _close(paths[0, 1], generation.interpolate(model, np.repeat(images[:1], 4, 0),
+                                               np.repeat(images[2:3], 4, 0), 2,
+                                               [0.0, 1 / 3, 2 / 3, 1.0]))
+    keep_figure = figures.keep_top_figure(images[:2], redraws.numpy())
+    assert len(figures.panel_axes(keep_figure)) == 2
+    labels = [t.get_text() for t in keep_figure.axes[0].get_yticklabels()]
+    assert labels == ["keep $z_{1}$..$z_{3}$", "keep $z_{2}$..$z_{3}$", "keep $z_{3}$"]
+    path_figure = figures.interpolation_figure(images[:2], images[2:], paths.numpy())
+    assert len(figures.panel_axes(path_figure)) == 2
+    shown = path_figure.axes[0].get_images()[0].get_array()      # a, 4 steps, b per row
+    assert shown.shape == (NUM_LAYERS * 7 + 1, 6 * 7 + 1)

@@ -10,6 +10,9 @@ Writes to --output_dir (default MODEL_DIR/analysis):
     fig5_kl_per_layer.png KL per layer of the final model, and over training
     fig6_latent_pca.png   PCA of z_i ~ q per layer, coloured by class where labels exist
     fig9_samples.png      data, reconstructions, samples from the prior
+    layers_keep_top.png   per image, row k: layers k..L of its posterior kept, the layers below
+                          redrawn from the prior (how much of a digit each layer holds)
+    layers_interpolation.png  per pair, row k: layer k's posterior mean moved from a's to b's
     summary.md / summary.json   L_1, L_K, KL and active units per layer
 Figs. 2 and 4 read MODEL_DIR/diagnostics/ (written during training when
 train.diagnostics_every_epochs > 0); without it they are skipped and the summary says so.
@@ -27,7 +30,9 @@ from tf_lvae import cli
 FLAGS = flags.FLAGS
 FIGURE_FILES = {"fig2": "fig2_likelihood.png", "fig4": "fig4_kl_per_unit.png",
                 "fig5": "fig5_kl_per_layer.png", "fig6": "fig6_latent_pca.png",
-                "fig9": "fig9_samples.png"}
+                "fig9": "fig9_samples.png", "layers_keep_top": "layers_keep_top.png",
+                "layers_interpolation": "layers_interpolation.png"}
+LAYERWISE_IMAGES, LAYERWISE_COLUMNS = 3, 8   # images (pairs: 2) and redraws / steps per row
 
 
 def _load_split(dataset, split, data_dir, config_data):
@@ -68,6 +73,20 @@ def _posterior_samples(model, images, seed):
         draws = model.posterior_draws(model.bottom_up(x), 1, seed=batch_seed)
         draws_per_batch.append([d.z.numpy() for d in draws])
     return [np.concatenate(layer) for layer in zip(*draws_per_batch)]
+
+
+def _layerwise_figures(model, images, seed):
+    """{name: Figure} of layer-wise generation from images spread over `images` (a sorted
+    random subset of a split, which may be ordered by class)."""
+    import numpy as np
+    from tf_lvae import figures, generation
+    picked = images[np.linspace(0, len(images) - 1, LAYERWISE_IMAGES + 4).round().astype(int)]
+    kept = picked[:LAYERWISE_IMAGES]
+    a, b = picked[LAYERWISE_IMAGES::2], picked[LAYERWISE_IMAGES + 1::2]
+    redraws = generation.keep_top_grid(model, kept, LAYERWISE_COLUMNS, seed).numpy()
+    paths = generation.interpolation_grid(model, a, b, LAYERWISE_COLUMNS).numpy()
+    return dict(layers_keep_top=figures.keep_top_figure(kept, redraws),
+                layers_interpolation=figures.interpolation_figure(a, b, paths))
 
 
 def _existing_evaluations(model_dir, split, epochs):
@@ -156,6 +175,7 @@ def analyze_model_dir(model_dir, output_dir=None, iw_samples=100, split=None, da
     pairs = shown[:num_images // 2]
     built["fig9"] = figures.samples_figure(shown, pairs, model(pairs, training=False).numpy(),
                                            model.sample(num_images, seed=seed).numpy())
+    built.update(_layerwise_figures(model, shown, seed))
 
     files = {name: str(figures.save(figure, output_dir / FIGURE_FILES[name]))
              for name, figure in built.items()}

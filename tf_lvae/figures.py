@@ -279,3 +279,70 @@ def grid_figure(rows, k, subtitle=None):
     figure.suptitle("Fig. 3: log-likelihood against depth, batch normalisation (BN) and "
                     "warm-up (WU)" + (f"\n{subtitle}" if subtitle else ""))
     return figure
+
+
+def _grid_panels(grids, row_labels, titles, suptitle, panel_width=4.6):
+    """A figure of tiled image grids side by side, one y label per row of images on the first.
+
+    grids: [tile_images results] of equal shape, each `len(row_labels)` rows of images.
+    """
+    height, width = grids[0].shape[:2]
+    rows = len(row_labels)
+    figure = new_figure(panel_width * len(grids) + 0.8, panel_width * height / width + 1.1)
+    image_height = (height - 1) / rows  # tile_images pads 1 pixel around every image
+    for n, (grid, title) in enumerate(zip(grids, titles)):
+        ax = figure.add_subplot(1, len(grids), n + 1)
+        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0.0,
+                  vmax=1.0, interpolation="nearest")
+        ax.set_yticks([(r + 0.5) * image_height for r in range(rows)],
+                      row_labels if n == 0 else [""] * rows, fontsize=8)
+        ax.set_xticks([])
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(title, fontsize=9)
+    figure.suptitle(suptitle, fontsize=10)
+    return figure
+
+
+def keep_top_figure(originals, redraws):
+    """Layer-wise generation, "keep the top, redraw below": one panel per image.
+
+    originals [N, h, w, c]; redraws [N, L, R, h, w, c] (`generation.keep_top_grid`). In a panel
+    row k shows the image, then R redraws with layers k..L of its posterior kept and the layers
+    below k drawn from the prior: what stays the same along a row is what layers k..L hold.
+    """
+    originals, redraws = np.asarray(originals), np.asarray(redraws)
+    count, num_layers, num_redraws = redraws.shape[:3]
+    grids = [tile_images(np.concatenate([np.concatenate([originals[n][None], redraws[n, k]])
+                                         for k in range(num_layers)]), num_redraws + 1)
+             for n in range(count)]
+    labels = [f"keep $z_{{{k}}}$..$z_{{{num_layers}}}$" if k < num_layers else
+              f"keep $z_{{{k}}}$" for k in range(1, num_layers + 1)]
+    titles = [f"image {n + 1}: data, then {num_redraws} redraws" for n in range(count)]
+    return _grid_panels(grids, labels, titles,
+                        "Keep the top, redraw below: row k keeps the posterior means of layers "
+                        "k..L and draws the layers below from the prior\n(row 1 redraws "
+                        "nothing: the reconstruction; column r uses the same noise in every "
+                        "row)")
+
+
+def interpolation_figure(images_a, images_b, paths):
+    """Interpolation in one layer's posterior at a time: one panel per pair of images.
+
+    images_a, images_b [N, h, w, c]; paths [N, L, S, h, w, c] (`generation.interpolation_grid`).
+    Row k: a, then layer k's posterior mean moved from a's to b's in S steps (layers above k at
+    a's means, layers below at the prior means), then b.
+    """
+    images_a, images_b, paths = map(np.asarray, (images_a, images_b, paths))
+    count, num_layers, num_steps = paths.shape[:3]
+    grids = [tile_images(np.concatenate([np.concatenate([images_a[n][None], paths[n, k],
+                                                         images_b[n][None]])
+                                         for k in range(num_layers)]), num_steps + 2)
+             for n in range(count)]
+    labels = [f"layer {k}" for k in range(1, num_layers + 1)]
+    titles = [f"pair {n + 1}: a, {num_steps} steps (weight 0 to 1), b" for n in range(count)]
+    return _grid_panels(grids, labels, titles,
+                        "Interpolation in the posterior of one layer: row k moves layer k's "
+                        "mean from a's to b's\n(layers above k: a's means; layers below k: "
+                        "the prior means given the layer above)")

@@ -15,7 +15,8 @@ against the model's public methods (`encode`, `top_prior`, `prior_given_parent`,
                                            means given the layer above. w = 0 at k = 1 is a's
                                            reconstruction and w = 1 b's (z_1 alone decides x).
 
-Every draw is seeded per row: row r's noise in layer i is a pure function of (seeds[r], i)
+`keep_top_grid` and `interpolation_grid` run them for every layer at once (what `analyze`
+draws). Every draw is seeded per row: row r's noise in layer i is a pure function of (seeds[r], i)
 (`row_noise`), so a row's image does not depend on the other rows of the batch and the same
 seed gives the same image. It is the first row of `HierarchicalVAE.sample(n, t, seed)`'s noise,
 so `sample(model, [s], t)` equals `model.sample(1, t, s)`. BatchNorm runs in inference mode.
@@ -165,3 +166,35 @@ def interpolate(model, images_a, images_b, layer, weight):
     zeros = [tf.zeros_like(mean) for mean in means_a]
     temperatures = tf.zeros([batch_size, num_layers])
     return top_down(model, zeros, temperatures, kept, layer)
+
+
+def _grid(count, num_layers, num_columns):
+    """Flat (image, layer, column) indices of an [N, L, C] grid, row-major: three int32 [N*L*C]."""
+    image, layer, column = tf.meshgrid(tf.range(count), tf.range(1, num_layers + 1),
+                                       tf.range(num_columns), indexing="ij")
+    return [tf.reshape(index, [-1]) for index in (image, layer, column)]
+
+
+def keep_top_grid(model, images, num_redraws, seed=0, temperature=1.0):
+    """`keep_top` of every image at every layer k = 1..L, num_redraws times: [N, L, R, h, w, c].
+
+    images [N, h, w, c]. Redraw r uses seed + r at every k, so down a column the layers below
+    k are drawn from the same noise and only what is kept changes.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    shape = [images.shape[0], model.spec.num_layers, num_redraws]
+    image, layer, redraw = _grid(*shape)
+    redrawn = keep_top(model, tf.gather(images, image), layer, seed + redraw, temperature)
+    return tf.reshape(redrawn, [*shape, *model.spec.image_shape])
+
+
+def interpolation_grid(model, images_a, images_b, num_steps):
+    """`interpolate` from each a to its b in every layer k = 1..L: [N, L, S, h, w, c], step s
+    at weight s / (S - 1)."""
+    images_a = tf.convert_to_tensor(images_a, tf.float32)
+    shape = [images_a.shape[0], model.spec.num_layers, num_steps]
+    image, layer, step = _grid(*shape)
+    weight = tf.cast(step, tf.float32) / max(num_steps - 1, 1)
+    between = interpolate(model, tf.gather(images_a, image), tf.gather(images_b, image), layer,
+                          weight)
+    return tf.reshape(between, [*shape, *model.spec.image_shape])
