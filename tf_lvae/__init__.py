@@ -8,10 +8,10 @@ The public Python API (README "Python API" runs it):
     model.configure_objective(mc_samples=1, iw_samples=1, warmup_steps=1000)
     model.compile(optimizer=tf_lvae.make_optimizer(1e-3))
     model.fit(images_dataset, epochs=5)                          # batches [B, 28, 28, 1] in [0, 1]
-    result = tf_lvae.evaluate(model, test_images, iw_samples=100)  # L_1 and L_K
+    result = tf_lvae.evaluate_model(model, test_images, iw_samples=100)  # L_1 and L_K
     images = model.sample(16, seed=0); posterior = model.encode(test_images[:4])
-    model = tf_lvae.load("runs/quick")               # a trained model_dir, BN statistics ready
-    tf_lvae.export(model, "exports/lvae")           # a TF Serving SavedModel version
+    model = tf_lvae.load_model_dir("runs/quick")    # a trained model_dir, BN statistics ready
+    tf_lvae.export_model(model, "exports/lvae")     # a TF Serving SavedModel version
     model.save("lvae.keras"); keras.models.load_model("lvae.keras")
 
 Importing tf_lvae registers the model with Keras (so `keras.models.load_model` finds it); the
@@ -29,10 +29,11 @@ _API = {
     "HierarchicalVAE": ("tf_lvae.model", "HierarchicalVAE"),
     "build_model": ("tf_lvae.model_dir", "build_model"),
     "make_optimizer": ("tf_lvae.training", "make_optimizer"),
-    "train": ("tf_lvae.training", "train"),
-    "load": ("tf_lvae.api", "load"),
-    "evaluate": ("tf_lvae.api", "evaluate"),
-    "export": ("tf_lvae.api", "export"),
+    # not `train` / `evaluate` / `export`: those names are the CLI modules (python -m ...)
+    "train_model_dir": ("tf_lvae.training", "train"),
+    "load_model_dir": ("tf_lvae.api", "load_model_dir"),
+    "evaluate_model": ("tf_lvae.api", "evaluate_model"),
+    "export_model": ("tf_lvae.api", "export_model"),
     "population_statistics": ("tf_lvae.api", "use_population_statistics"),
 }
 

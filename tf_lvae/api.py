@@ -5,7 +5,7 @@ from tf_lvae import evaluation
 from tf_lvae import model_dir as model_dir_lib
 
 
-def load(model_dir, bn_statistics=batch_norm_statistics.DEFAULT_MODE, data_dir=None):
+def load_model_dir(model_dir, bn_statistics=batch_norm_statistics.DEFAULT_MODE, data_dir=None):
     """The trained model of `model_dir` (newest valid checkpoint), ready to evaluate or serve.
 
     bn_statistics: 'population' (recomputed over the training split it was trained on, as
@@ -27,14 +27,14 @@ def use_population_statistics(model, train_images, dataset="binarized_mnist",
     return model
 
 
-def evaluate(model, images, iw_samples=5000, seed=0, verbose=0, **kwargs):
+def evaluate_model(model, images, iw_samples=5000, seed=0, verbose=0, **kwargs):
     """L_1 and L_K of float32 images [N, h, w, c]: `evaluation.evaluate_images`'s dict (elbo,
     iw_bound, kl_per_layer, active_units_per_layer, ...)."""
     return evaluation.evaluate_images(model, images, iw_samples=iw_samples, seed=seed,
                                       verbose=verbose, **kwargs)
 
 
-def export(model, export_dir, version=None, **kwargs):
+def export_model(model, export_dir, version=None, **kwargs):
     """Write `model` as the next TF Serving version under export_dir; returns its path."""
     from tf_lvae import versioned_export  # the serving stack: only when exporting
     return versioned_export.export_model(model, export_dir, version, **kwargs)
