@@ -145,7 +145,6 @@ class WallClock(keras.callbacks.Callback):
 def run_cell(base_config, cell, settings, output_dir, hardware):
     """Train and evaluate one cell unless its result already matches; returns the result."""
     from tf_lvae import training
-    # The module tf_lvae.evaluate; `from tf_lvae import evaluate` gives the API function.
     from tf_lvae.evaluate import evaluate_model_dir
     cell_dir = pathlib.Path(output_dir) / cell.path
     previous = model_dir_lib.read_json(cell_dir / RESULT_FILE)
