@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -44,6 +45,18 @@ def _run(*args, preexec_fn=None, timeout=300):
 def _train(model_dir, epochs, **kwargs):
     return _run("tf_lvae.train", *TINY, f"--model_dir={model_dir}", f"--epochs={epochs}",
                 **kwargs)
+
+
+# TensorFlow's native start-up lines (printed whatever TF_CPP_MIN_LOG_LEVEL says) when a
+# command imports it before its flags are parsed.
+_TF_NATIVE_LOG = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log "
+                            r"messages before absl::InitializeLog|To enable the following "
+                            r"instructions)")
+
+
+def _own_lines(text):
+    """The lines of stderr that are not TensorFlow's native start-up logging."""
+    return [line for line in text.strip().splitlines() if not _TF_NATIVE_LOG.match(line)]
 
 
 def _error_line(result):
@@ -359,6 +372,17 @@ def test_a_full_disk_during_an_export_publishes_nothing(tmp_path, one_epoch, fir
         assert _snapshot(export_dir) == before
 
 
+def test_a_storage_fault_stops_a_search_instead_of_failing_every_trial(tmp_path):
+    model_dir = tmp_path / "search"
+    result = _run("tf_lvae.tune", "--search_space=configs/search_space.py:smoke",
+                  f"--model_dir={model_dir}", "--max_trials=3", preexec_fn=_limit_file_size)
+    line = _error_line(result)
+    assert f"could not write checkpoint {model_dir}/search/trial_0/model/checkpoints/" in line
+    assert "file too large" in line and "the search resumes" in line
+    assert not (model_dir / "search" / "trial_1").exists()  # stopped at the first trial
+    assert not (model_dir / ".lock").exists()
+
+
 def test_json_writes_keep_the_previous_file_and_no_temporary_one(tmp_path):
     from tf_lvae import model_dir as model_dir_lib
     path = tmp_path / "training_state.json"
@@ -411,14 +435,15 @@ def test_config_override_errors_are_one_line_and_write_nothing(tmp_path, module,
     result = _run(module, *config, f"--model_dir={model_dir}", override)
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-3000:]
-    assert result.stderr.startswith(message), result.stderr
+    lines = _own_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr[-3000:]
     assert not model_dir.exists()
 
 
 def test_a_config_file_that_does_not_load_is_one_line(tmp_path):
     result = _run("tf_lvae.train", f"--config={tmp_path}/nope.py",
                   f"--model_dir={tmp_path}/run")
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith(f"error: --config={tmp_path}/nope.py: cannot load the "
-                                    "config file ([Errno 2] No such file or directory")
+    lines = _own_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f"error: --config={tmp_path}/nope.py: cannot load the config "
+                               "file ([Errno 2] No such file or directory")
