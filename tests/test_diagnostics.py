@@ -192,7 +192,7 @@ def test_analyze_without_diagnostics_skips_curves(trained_dir, tmp_path):
         diagnostics.DIAGNOSTICS_DIR, "analysis"))
     output = analyze_model_dir(copy, iw_samples=2, max_examples=50, pca_examples=50)
     assert set(output["skipped"]) == {"fig2", "fig4"}
-    assert set(output["figures"]) == {"fig5", "fig6", "fig9"}
+    assert set(output["figures"]) == {"fig5", "fig6", "fig9", "layers_keep_top", "layers_interpolation"}
     assert "fig2 skipped" in output["summary"]
     assert len(figures.panel_axes(output["figures"]["fig5"])) == 1  # no history: bars only
     with pytest.raises(model_dir_lib.ModelDirError, match="does not exist"):

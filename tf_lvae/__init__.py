@@ -35,6 +35,7 @@ _API = {
     "evaluate_model": ("tf_lvae.api", "evaluate_model"),
     "export_model": ("tf_lvae.api", "export_model"),
     "population_statistics": ("tf_lvae.api", "use_population_statistics"),
+    "pretrained": ("tf_lvae.model_zoo", "load"),  # tf_lvae.pretrained("mnist_lvae5")
 }
 
 __all__ = sorted(_API) + ["__version__"]

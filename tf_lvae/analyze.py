@@ -104,7 +104,8 @@ def summary_markdown(info, result, extra_results, skipped):
              f"{info['inference'].upper()} with latent sizes "
              f"{'-'.join(map(str, info['latent_sizes']))}, trained {info['epochs']} epochs on "
              f"{info['dataset']}; evaluated on {result['num_examples']} {info['split']} "
-             f"examples{info['subset_note']}.", "",
+             f"examples{info['subset_note']}, with "
+             f"{result.get('bn_statistics', 'moving')} batch-norm statistics.", "",
              "| bound | value (nats) |", "|---|---|",
              f"| L_1 (ELBO) | {result['elbo']:.2f} |",
              f"| L_{result['iw_samples']} | {result['iw_bound']:.2f} |"]
@@ -134,7 +135,11 @@ def analyze_model_dir(model_dir, output_dir=None, iw_samples=100, split=None, da
     """
     from tf_lvae import diagnostics, evaluation, figures
     from tf_lvae import model_dir as model_dir_lib
+    from tf_lvae import batch_norm_statistics
     model, config, epochs = model_dir_lib.load_model(model_dir)
+    bn_statistics = batch_norm_statistics.for_evaluation(
+        model, config, config.get("eval", {}).get("bn_statistics",
+                                                  batch_norm_statistics.DEFAULT_MODE))
     config_data = config.get("data", {})
     dataset = config_data.get("dataset", "binarized_mnist")
     split = split or config_data.get("eval_split", "test")
@@ -149,6 +154,7 @@ def analyze_model_dir(model_dir, output_dir=None, iw_samples=100, split=None, da
     result = evaluation.evaluate_images(model, images, iw_samples=iw_samples, seed=seed,
                                         iw_batch_size=max(1, min(500, 10_000 // iw_samples)),
                                         verbose=0)
+    result["bn_statistics"] = bn_statistics
     history = diagnostics.read_history(model_dir)
     evaluations = diagnostics.read_evaluations(model_dir)
     split_names = evaluations[-1].get("splits", {}) if evaluations else {}

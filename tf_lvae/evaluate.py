@@ -1,6 +1,7 @@
 """Evaluate a trained model: L_1 and the importance-weighted bound L_K on a whole split.
 
     python -m tf_lvae.evaluate --model_dir=runs/quick [--iw_samples=5000] [--split=test]
+    python -m tf_lvae.evaluate --pretrained=mnist_lvae5 --data_dir=DIR   # a shipped model
 
 Prints its progress (a bar on a terminal, a line every 30 s in a log), then the result as one
 JSON object on the last line, and writes the same object to
@@ -22,7 +23,10 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Flags of this CLI; defined only when run as a program, so importing is side-effect free."""
-    flags.DEFINE_string("model_dir", None, "A model_dir written by tf_lvae.train.", required=True)
+    flags.DEFINE_string("model_dir", None, "A model_dir written by tf_lvae.train.")
+    flags.DEFINE_string("pretrained", None, "Instead of --model_dir: a model shipped with the "
+                        "package (tf_lvae.model_zoo.available()); --output defaults to "
+                        "./evaluation_<name>_<split>_K<K>.json.")
     flags.DEFINE_integer("iw_samples", None,
                          "K of L_K (default: the model's config, eval.iw_samples).")
     flags.DEFINE_string("split", None, "train | validation | test | train+validation "
@@ -48,15 +52,35 @@ def evaluate_model_dir(model_dir, iw_samples=None, split=None, data_dir=None, ch
     bn_statistics: 'population' or 'moving' (`tf_lvae.batch_norm_statistics`); None: the
     config's eval.bn_statistics, 'population' for configs written before the field.
     """
-    from tf_lvae import batch_norm_statistics, data, evaluation, experiment_config
+    from tf_lvae import batch_norm_statistics
     from tf_lvae import model_dir as model_dir_lib
     model, config, epochs = model_dir_lib.load_model(model_dir)
-    data_config, eval_config = config.get("data", {}), config.get("eval", {})
     bn_start = time.time()
     bn_statistics = batch_norm_statistics.for_evaluation(
-        model, config, bn_statistics or eval_config.get("bn_statistics", "population"),
+        model, config, bn_statistics or config.get("eval", {}).get("bn_statistics",
+                                                                    "population"),
         data_dir=data_dir)
-    bn_seconds = time.time() - bn_start
+    return _evaluate(model, config, epochs, bn_statistics, time.time() - bn_start, iw_samples,
+                     split, data_dir, chunk_size, iw_batch_size, max_examples, seed, verbose)
+
+
+def evaluate_pretrained(name, iw_samples=None, split=None, data_dir=None, chunk_size=None,
+                        iw_batch_size=None, max_examples=None, seed=0, verbose=1):
+    """`evaluate_model_dir` of a shipped model (`tf_lvae.pretrained`), with the population
+    statistics it ships with; data_dir: where its data set's files are."""
+    from tf_lvae import model_zoo
+    card = model_zoo.model_card(name)
+    result = _evaluate(model_zoo.load(name), card["config"], card["epochs"],
+                       card["bn_statistics"], 0.0, iw_samples, split, data_dir, chunk_size,
+                       iw_batch_size, max_examples, seed, verbose)
+    result.update(pretrained=name)
+    return result
+
+
+def _evaluate(model, config, epochs, bn_statistics, bn_seconds, iw_samples, split, data_dir,
+              chunk_size, iw_batch_size, max_examples, seed, verbose):
+    from tf_lvae import data, evaluation, experiment_config
+    data_config, eval_config = config.get("data", {}), config.get("eval", {})
     split = split or data_config.get("eval_split", "test")
     iw_samples = iw_samples or eval_config.get("iw_samples", 5000)
     images, _ = data.load_arrays(
@@ -74,6 +98,7 @@ def evaluate_model_dir(model_dir, iw_samples=None, split=None, data_dir=None, ch
     result.update(dataset=data_config.get("dataset"), split=split, epochs_trained=epochs,
                   model=model.spec.inference, latent_sizes=list(model.spec.latent_sizes),
                   bn_statistics=bn_statistics, bn_statistics_seconds=round(bn_seconds, 2),
+                  seed=seed,
                   seconds=round(time.time() - start, 2), hardware=platform.processor() or
                   platform.machine())
     return result
@@ -85,14 +110,24 @@ def main(argv):
     with cli.clear_errors(after="the result is printed above", elsewhere="pass --output=FILE"):
         if FLAGS.iw_samples is not None and FLAGS.iw_samples < 1:
             raise ValueError(f"--iw_samples must be >= 1, got {FLAGS.iw_samples}")
-        result = evaluate_model_dir(FLAGS.model_dir, FLAGS.iw_samples, FLAGS.split,
-                                    FLAGS.data_dir, FLAGS.chunk_size, FLAGS.iw_batch_size,
-                                    FLAGS.max_examples, FLAGS.seed,
-                                    verbose=1 if sys.stdout.isatty() else 2,
-                                    bn_statistics=FLAGS.bn_statistics)
+        if (FLAGS.model_dir is None) == (FLAGS.pretrained is None):
+            raise ValueError("pass exactly one of --model_dir (a trained model_dir) and "
+                             "--pretrained (a shipped model)")
+        args = (FLAGS.iw_samples, FLAGS.split, FLAGS.data_dir, FLAGS.chunk_size,
+                FLAGS.iw_batch_size, FLAGS.max_examples, FLAGS.seed)
+        verbose = 1 if sys.stdout.isatty() else 2
+        if FLAGS.pretrained:
+            if FLAGS.bn_statistics not in (None, "population"):
+                raise ValueError("a pretrained model ships its population statistics only; "
+                                 f"--bn_statistics={FLAGS.bn_statistics} is not available")
+            result = evaluate_pretrained(FLAGS.pretrained, *args, verbose=verbose)
+        else:
+            result = evaluate_model_dir(FLAGS.model_dir, *args, verbose=verbose,
+                                        bn_statistics=FLAGS.bn_statistics)
         from tf_lvae import model_dir as model_dir_lib
+        name = (f"evaluation_{FLAGS.pretrained}_" if FLAGS.pretrained else "evaluation_")
         output = FLAGS.output or os.path.join(
-            FLAGS.model_dir, f"evaluation_{result['split']}_K{result['iw_samples']}.json")
+            FLAGS.model_dir or ".", f"{name}{result['split']}_K{result['iw_samples']}.json")
         summary = {k: v for k, v in result.items() if k != "kl_per_unit"}
         try:
             model_dir_lib.write_json_atomically(output, result)

@@ -1,6 +1,7 @@
 """Export a trained model as a versioned SavedModel for TF Serving.
 
     python -m tf_lvae.export --model_dir=runs/quick --export_dir=exports/lvae
+    python -m tf_lvae.export --pretrained=mnist_lvae5 --export_dir=exports/mnist_lvae5
     python -m tf_lvae.export --model_dir=runs/quick --export_dir=exports/lvae --version=7 \
         --max_num_samples=64 --serving_iw_samples=1000
 
@@ -20,7 +21,9 @@ from absl import flags
 from tf_lvae import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A model_dir trained by tf_lvae.train.", required=True)
+flags.DEFINE_string("model_dir", None, "A model_dir trained by tf_lvae.train.")
+flags.DEFINE_string("pretrained", None, "Instead of --model_dir: a model shipped with the "
+                    "package (tf_lvae.model_zoo.available()).")
 flags.DEFINE_string("export_dir", None, "Folder of versioned SavedModels (TF Serving's "
                     "model base path).", required=True)
 flags.DEFINE_integer("version", None, "Version number (default: the next free one).")
@@ -48,9 +51,17 @@ def main(argv):
         from tf_lvae import model_dir as model_dir_lib
         try:
             with model_dir_lib.storage_errors(f"the export to {FLAGS.export_dir}"):
-                path = versioned_export.export_model_dir(FLAGS.model_dir, FLAGS.export_dir,
-                                                         FLAGS.version, limits,
-                                                         FLAGS.signature_version)
+                if (FLAGS.model_dir is None) == (FLAGS.pretrained is None):
+                    raise ValueError("pass exactly one of --model_dir (a trained model_dir) "
+                                     "and --pretrained (a shipped model)")
+                if FLAGS.pretrained:
+                    path = versioned_export.export_pretrained(
+                        FLAGS.pretrained, FLAGS.export_dir, FLAGS.version, limits,
+                        FLAGS.signature_version)
+                else:
+                    path = versioned_export.export_model_dir(
+                        FLAGS.model_dir, FLAGS.export_dir, FLAGS.version, limits,
+                        FLAGS.signature_version)
         except versioned_export.ExportError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

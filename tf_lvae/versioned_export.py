@@ -206,3 +206,15 @@ def export_model_dir(model_dir, export_dir, version=None, limits=serving.Serving
     metadata = dict(model_dir=os.path.abspath(model_dir), epochs_trained=epochs,
                     dataset=config.get("data", {}).get("dataset"), bn_statistics=bn_statistics)
     return export_model(model, export_dir, version, limits, metadata, signature_version)
+
+
+def export_pretrained(name, export_dir, version=None, limits=serving.ServingLimits(),
+                      signature_version=serving.SIGNATURE_VERSION):
+    """Export a model shipped with the package (`tf_lvae.pretrained`); returns the version."""
+    from tf_lvae import model_zoo
+    card = model_zoo.model_card(name)
+    model = model_zoo.load(name)
+    metadata = dict(pretrained=name, epochs_trained=card["epochs"],
+                    dataset=card["config"].get("data", {}).get("dataset"),
+                    bn_statistics=card["bn_statistics"], test_bounds=card["test_bounds"])
+    return export_model(model, export_dir, version, limits, metadata, signature_version)
