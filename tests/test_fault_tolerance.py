@@ -299,3 +299,32 @@ def test_bad_fault_tolerance_settings_are_rejected():
     config.train.strategy = "horovod"
     with pytest.raises(ValueError, match="train.strategy must be one of default, mirrored"):
         fault_tolerance.validate_config(config)
+
+
+def test_production_path_killed_mid_epoch_resumes_exactly(tmp_path):
+    """The default training path end to end: an XLA train step, several steps per XLA call
+    (step_loop), the authors' clipping, a SIGKILL mid-epoch and a rerun; it must end with the
+    weights of an uninterrupted run."""
+    config = tiny_config()
+    config.train.update(jit_compile=True, steps_per_execution=4, checkpoint_every_steps=8,
+                        clip_global_norm=4.0, clip_value=0.9, eval_every_epochs=0)
+    reference = _start(config, tmp_path / "reference", tmp_path / "reference.npz")
+    victim = _start(config, tmp_path / "resumed", tmp_path / "resumed.npz", sleep=0.2)
+    checkpoints = tmp_path / "resumed" / model_dir_lib.CHECKPOINT_DIR
+    deadline = time.time() + 400
+    kill_at = STEPS + 8   # checkpoints at call ends crossing multiples of 8: 8, 16, 24, ...
+    while f"ckpt-{kill_at}" not in _read(checkpoints / "checkpoint"):
+        assert victim.poll() is None, _output(victim)[-3000:]
+        assert time.time() < deadline, "the run to kill wrote no mid-epoch checkpoint"
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    state = tf.train.get_checkpoint_state(str(checkpoints))
+    assert int(state.model_checkpoint_path.rsplit("-", 1)[1]) % STEPS, "not mid-epoch"
+    output = _finish(_start(config, tmp_path / "resumed", tmp_path / "resumed.npz"), 600)
+    assert "resuming" in output.lower()
+    _finish(reference, 600)
+    expected, _ = _load(tmp_path, "reference")
+    resumed, _ = _load(tmp_path, "resumed")
+    for want, got in zip(expected, resumed):
+        np.testing.assert_allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE)
