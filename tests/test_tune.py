@@ -10,7 +10,7 @@ import sys
 import keras_tuner
 import pytest
 
-from tf_lvae import data, evaluation, hypermodel, tuning
+from tf_lvae import batch_norm_statistics, data, evaluation, hypermodel, tuning
 from tf_lvae import model_dir as model_dir_lib
 from tf_lvae.configs import binarized_mnist, search_space
 
@@ -157,6 +157,8 @@ def test_best_model_is_a_model_dir_that_loads_and_reproduces_the_objective(searc
     assert epochs == 1 and model.spec.latent_sizes == (4, 2)
     assert config["data"]["eval_split"] == "test"  # evaluates like any trained model
     space = search["space"]
+    # as the tuner scores (and tf_lvae.evaluate evaluates): population BN statistics
+    assert batch_norm_statistics.for_evaluation(model, config) == "population"
     images = data.load_arrays("binarized_mnist", "validation")[0][:space.objective.max_examples]
     result = evaluation.evaluate_images(
         model, images, iw_samples=space.objective.iw_samples,

@@ -15,13 +15,17 @@ The public Python API (README "Python API" runs it):
     model.save("lvae.keras"); keras.models.load_model("lvae.keras")
 
 Importing tf_lvae registers the model with Keras (so `keras.models.load_model` finds it); the
-other names are imported on first use, so a CLI's `--help` does not load the training stack.
+other names are imported on first use. Command lines (`python -m tf_lvae.train` ...) skip the
+registration: they parse their flags before anything loads TensorFlow, so a typo is reported
+at once, and import the model when they need it.
 """
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
-from tf_lvae import model as _model  # noqa: E402,F401  (registers HierarchicalVAE with Keras)
+if sys.argv[:1] != ["-m"]:  # "-m" while `python -m tf_lvae.<cli>` imports this package
+    from tf_lvae import model as _model  # noqa: F401  (registers HierarchicalVAE with Keras)
 
 # public name -> (module, attribute)
 _API = {

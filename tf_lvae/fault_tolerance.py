@@ -338,6 +338,7 @@ def fit_resumable(model, epoch_dataset, resume, epochs, steps_per_epoch, **fit_k
     epochs in one fit over their concatenation. Returns the merged keras History.
     """
     start, done = (resume.epoch, resume.step_in_epoch) if resume else (0, 0)
+    fit_kwargs.setdefault("shuffle", False)  # epoch_dataset(e) is shuffled by (seed, e) already
     histories = []
     if done and start < epochs:
         partial = distribute.shard_by_data(epoch_dataset(start).skip(done))

@@ -21,6 +21,7 @@ from tf_lvae import experiment_config
 from tf_lvae import fault_tolerance
 from tf_lvae import model_dir as model_dir_lib
 from tf_lvae import model_dir_lock
+from tf_lvae import progress
 
 
 def _prepare_model_dir(model_dir, config, spec):
@@ -205,6 +206,7 @@ def _train(config, model_dir, extra_callbacks, lock):
                                        write_graph=False)] if chief else []),
         *diagnostics_callbacks,
         *extra_callbacks,
+        progress.FewMetricsProgbar(),   # TensorBoard and the History keep every metric
     ]
     try:
         history = fault_tolerance.fit_resumable(
