@@ -107,6 +107,12 @@ def storage_errors(what, last_checkpoint=None):
         raise StorageError(what, reason, last_checkpoint) from error
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomically(path, text):
     """Write `text` to a temporary file beside `path` and rename it over, never half a file.
 
@@ -118,6 +124,8 @@ def write_text_atomically(path, text):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", newline="") as handle:
+                # mkstemp's 0600 would make config.json etc. private: the umask's usual mode
+                os.fchmod(handle.fileno(), 0o666 & ~_umask())
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())  # a full disk fails here, not after the rename
