@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import errno
 import importlib.util
+import logging
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_dict
 from ml_collections import config_flags
 
@@ -101,7 +103,22 @@ def run(main, define_flags=None):
     with _flag_errors(sys.argv):
         if define_flags is not None:
             define_flags()
+    # TensorFlow's own INFO lines ("Sharding callback duration ...") are not the user's news;
+    # its warnings and errors, and every line of tf_lvae's, still show.
+    absl_logging.get_absl_handler().addFilter(_no_library_info)
     app.run(main, flags_parser=parse_flags)
+
+
+_LIBRARIES = ("tensorflow", "keras", "tf_keras", "tensorflow_datasets", "h5py")
+
+
+def _no_library_info(record):
+    """logging filter: False for INFO and DEBUG records logged by TensorFlow or Keras code
+    (their own logger, or absl.logging called from their files)."""
+    parts = set(re.split(r"[\\/]", record.pathname or ""))
+    library = (record.name.split(".", 1)[0] in _LIBRARIES
+               or ("site-packages" in parts and parts & set(_LIBRARIES)))
+    return record.levelno >= logging.WARNING or not library
 
 
 def parse_flags(argv):
