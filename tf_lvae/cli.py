@@ -58,7 +58,7 @@ def define_training_flags(argv):
         "Experiment config file (default: configs/<dataset>.py); override fields with "
         "--config.train.epochs=5 etc.")
     flags.DEFINE_string("dataset", None, "Data set: mnist, binarized_mnist, omniglot, norb, "
-                        "fashion_mnist (default: the config's).")
+                        "fashion_mnist, mnist_dequantized (default: the config's).")
     flags.DEFINE_string("model_dir", "runs/default", "Where checkpoints, logs and the config "
                         "go; rerunning with the same model_dir resumes.")
     flags.DEFINE_string("data_dir", None, "Folder with the data set's original files (works "
