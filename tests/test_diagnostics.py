@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import data, diagnostics, evaluation, figures
+from tf_lvae import batch_norm_statistics, data, diagnostics, evaluation, figures
 from tf_lvae import model_dir as model_dir_lib
 from tf_lvae.analyze import analyze_model_dir
 from tf_lvae.configs import base
@@ -101,6 +101,10 @@ def test_saved_kl_per_unit_matches_evaluate_images(trained_dir):
     """The final record's per-unit KL is what evaluate_images gives for the final model."""
     model, config, epochs = model_dir_lib.load_model(trained_dir)
     assert epochs == EPOCHS
+    saved_record = diagnostics.read_evaluations(trained_dir)[-1]
+    # training's diagnostics evaluate with the population statistics, as tf_lvae.evaluate
+    assert saved_record["bn_statistics"] == "population"
+    assert batch_norm_statistics.for_evaluation(model, config) == "population"
     images = data.load_arrays("binarized_mnist", "test")[0]
     subset = images[diagnostics.subset_indices(len(images), SUBSET)]
     result = evaluation.evaluate_images(model, subset, iw_samples=K, seed=0, verbose=0,

@@ -288,7 +288,9 @@ def _grid_panels(grids, row_labels, titles, suptitle, panel_width=4.6):
     """
     height, width = grids[0].shape[:2]
     rows = len(row_labels)
-    figure = new_figure(panel_width * len(grids) + 0.8, panel_width * height / width + 1.1)
+    # at least 3.2 in tall: a shallow model's grid would leave no room for the two-line title
+    figure = new_figure(panel_width * len(grids) + 0.8,
+                        max(3.2, panel_width * height / width + 1.1))
     image_height = (height - 1) / rows  # tile_images pads 1 pixel around every image
     for n, (grid, title) in enumerate(zip(grids, titles)):
         ax = figure.add_subplot(1, len(grids), n + 1)
