@@ -89,6 +89,19 @@ def _finish(process, timeout=300):
     return _output(process)
 
 
+def _kill_after_checkpoint(victim, checkpoints, step, timeout):
+    """SIGKILL `victim` once checkpoint `step` is listed; returns the newest checkpoint's step."""
+    deadline = time.time() + timeout
+    while f"ckpt-{step}" not in _read(checkpoints / "checkpoint"):  # the manager's list
+        assert victim.poll() is None, _output(victim)[-3000:]
+        assert time.time() < deadline, "the run to kill wrote no mid-epoch checkpoint"
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    state = tf.train.get_checkpoint_state(str(checkpoints))
+    return int(state.model_checkpoint_path.rsplit("-", 1)[1])
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
     """(reference dir, resumed dir, rerun output): an uninterrupted run and a killed + rerun one."""
@@ -97,15 +110,7 @@ def killed_and_resumed(tmp_path_factory):
     reference = _start(config, root / "reference", root / "reference.npz")
     victim = _start(config, root / "resumed", root / "resumed.npz", sleep=0.05)
     checkpoints = root / "resumed" / model_dir_lib.CHECKPOINT_DIR
-    deadline = time.time() + 240
-    while f"ckpt-{KILL_AFTER}" not in _read(checkpoints / "checkpoint"):  # the manager's list
-        assert victim.poll() is None, _output(victim)[-3000:]
-        assert time.time() < deadline, "the run to kill wrote no mid-epoch checkpoint"
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    state = tf.train.get_checkpoint_state(str(checkpoints))
-    resumed_from = int(state.model_checkpoint_path.rsplit("-", 1)[1])
+    resumed_from = _kill_after_checkpoint(victim, checkpoints, KILL_AFTER, 240)
     assert resumed_from % STEPS, "the kill should land mid-epoch"   # 7 steps to the next save
     output = _finish(_start(config, root / "resumed", root / "resumed.npz"))
     _finish(reference)
@@ -311,16 +316,8 @@ def test_production_path_killed_mid_epoch_resumes_exactly(tmp_path):
     reference = _start(config, tmp_path / "reference", tmp_path / "reference.npz")
     victim = _start(config, tmp_path / "resumed", tmp_path / "resumed.npz", sleep=0.2)
     checkpoints = tmp_path / "resumed" / model_dir_lib.CHECKPOINT_DIR
-    deadline = time.time() + 400
-    kill_at = STEPS + 8   # checkpoints at call ends crossing multiples of 8: 8, 16, 24, ...
-    while f"ckpt-{kill_at}" not in _read(checkpoints / "checkpoint"):
-        assert victim.poll() is None, _output(victim)[-3000:]
-        assert time.time() < deadline, "the run to kill wrote no mid-epoch checkpoint"
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    state = tf.train.get_checkpoint_state(str(checkpoints))
-    assert int(state.model_checkpoint_path.rsplit("-", 1)[1]) % STEPS, "not mid-epoch"
+    # checkpoints at the call ends crossing multiples of 8: 8, 16, 24, ...
+    assert _kill_after_checkpoint(victim, checkpoints, STEPS + 8, 400) % STEPS, "not mid-epoch"
     output = _finish(_start(config, tmp_path / "resumed", tmp_path / "resumed.npz"), 600)
     assert "resuming" in output.lower()
     _finish(reference, 600)
