@@ -241,8 +241,7 @@ def model_dir(tmp_path_factory):
 def model(model_dir):
     """The model as exported: the checkpoint with the batch-norm statistics it is served with."""
     model, config, _ = model_dir_lib.load_model(model_dir)
-    batch_norm_statistics.for_evaluation(
-        model, config, config["eval"].get("bn_statistics", batch_norm_statistics.DEFAULT_MODE))
+    batch_norm_statistics.for_evaluation(model, config)
     return model
 
 

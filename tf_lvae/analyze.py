@@ -137,9 +137,7 @@ def analyze_model_dir(model_dir, output_dir=None, iw_samples=100, split=None, da
     from tf_lvae import model_dir as model_dir_lib
     from tf_lvae import batch_norm_statistics
     model, config, epochs = model_dir_lib.load_model(model_dir)
-    bn_statistics = batch_norm_statistics.for_evaluation(
-        model, config, config.get("eval", {}).get("bn_statistics",
-                                                  batch_norm_statistics.DEFAULT_MODE))
+    bn_statistics = batch_norm_statistics.for_evaluation(model, config)
     config_data = config.get("data", {})
     dataset = config_data.get("dataset", "binarized_mnist")
     split = split or config_data.get("eval_split", "test")

@@ -144,21 +144,23 @@ def _section(config, name):
     return section if section is not None else {}
 
 
-def for_evaluation(model, config, mode=DEFAULT_MODE, data_dir=None):
+def for_evaluation(model, config, mode=None, data_dir=None):
     """Give `model` the batch-norm statistics `mode` names before it reports or serves numbers.
 
     config: the model_dir's config (config.json as a dict, or the ConfigDict): which training
     split, data set and data_dir training read. mode: 'population' (one pass over the training
-    split, `population_statistics`) or 'moving' (Keras' moving averages, as trained).
+    split, `population_statistics`) or 'moving' (Keras' moving averages, as trained); None: the
+    config's eval.bn_statistics ('population' for configs written before the field).
     Returns what the model uses: 'population', 'moving', or 'none' (no BatchNorm).
     """
+    data_config, eval_config = _section(config, "data"), _section(config, "eval")
+    mode = mode or eval_config.get("bn_statistics", DEFAULT_MODE)
     _check_mode(mode)
     if not batch_norm_layers(model):
         return "none"
     if mode == "moving":
         return "moving"
     from tf_lvae import experiment_config  # the config helpers import the training stack
-    data_config, eval_config = _section(config, "data"), _section(config, "eval")
     dataset = data_config.get("dataset", "binarized_mnist")
     images, _ = data.load_arrays(dataset, data_config.get("train_split", "train"),
                                  data_dir=data_dir or data_config.get("data_dir"),

@@ -56,10 +56,8 @@ def evaluate_model_dir(model_dir, iw_samples=None, split=None, data_dir=None, ch
     from tf_lvae import model_dir as model_dir_lib
     model, config, epochs = model_dir_lib.load_model(model_dir)
     bn_start = time.time()
-    bn_statistics = batch_norm_statistics.for_evaluation(
-        model, config, bn_statistics or config.get("eval", {}).get("bn_statistics",
-                                                                    "population"),
-        data_dir=data_dir)
+    bn_statistics = batch_norm_statistics.for_evaluation(model, config, bn_statistics,
+                                                         data_dir=data_dir)
     return _evaluate(model, config, epochs, bn_statistics, time.time() - bn_start, iw_samples,
                      split, data_dir, chunk_size, iw_batch_size, max_examples, seed, verbose)
 

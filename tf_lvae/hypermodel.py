@@ -229,8 +229,7 @@ class LVAEHyperModel(keras_tuner.HyperModel):
             images = images[:objective.max_examples]
         # The trial's checkpoint is written already: the population statistics go into the
         # model in memory only, as `tf_lvae.evaluate` does.
-        bn_statistics = batch_norm_statistics.for_evaluation(
-            model, config, config.eval.get("bn_statistics", batch_norm_statistics.DEFAULT_MODE))
+        bn_statistics = batch_norm_statistics.for_evaluation(model, config)
         result = evaluation.evaluate_images(
             model, images, iw_samples=objective.iw_samples, batch_size=config.eval.batch_size,
             iw_batch_size=objective.iw_batch_size, chunk_size=objective.iw_samples,

@@ -254,13 +254,18 @@ def build_model(spec, precision=None):
     return model
 
 
+def weight_key(variable):
+    """A weight's Keras path without its first component, the model's auto-generated name,
+    which varies between instances: stable for a given ModelSpec."""
+    return variable.path.split("/", 1)[1]
+
+
 def make_checkpoint(model, optimizer=None):
     """The tf.train.Checkpoint of a training run: model, optimizer and epoch counter."""
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     # Keras 3 models are not tf.train trackables of their layers: name every weight by its
-    # Keras path (stable for a given ModelSpec) so a checkpoint restores without the optimizer.
-    # The leading component (the model's auto-generated name) varies between instances.
-    weights = {variable.path.split("/", 1)[1]: variable for variable in model.weights}
+    # `weight_key` so a checkpoint restores without the optimizer.
+    weights = {weight_key(variable): variable for variable in model.weights}
     kwargs = dict(model=weights, epoch=epoch)
     if optimizer is not None:
         kwargs["optimizer"] = optimizer

@@ -38,8 +38,8 @@ def model_card(name, directory=PRETRAINED_DIR):
 
 
 def _key(variable):
-    # Keras paths without the model's own (auto-generated) name, as in the checkpoints.
-    return variable.path.split("/", 1)[1]
+    from tf_lvae import model_dir as model_dir_lib
+    return model_dir_lib.weight_key(variable)
 
 
 def load(name, directory=PRETRAINED_DIR):

@@ -79,10 +79,9 @@ def _restore_weights(model, init_from):
     """Every weight (BatchNorm statistics included) of init_from's newest valid checkpoint;
     the optimizer, epoch counter and warm-up start afresh."""
     source, _, epochs = model_dir_lib.load_model(init_from)
-    # Keras paths without the model's own (auto-generated) name, as in the checkpoints.
-    values = {v.path.split("/", 1)[1]: v for v in source.weights}
+    values = {model_dir_lib.weight_key(v): v for v in source.weights}
     for variable in model.weights:
-        variable.assign(values[variable.path.split("/", 1)[1]])
+        variable.assign(values[model_dir_lib.weight_key(variable)])
     return epochs
 
 

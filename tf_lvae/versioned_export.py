@@ -200,9 +200,7 @@ def export_model_dir(model_dir, export_dir, version=None, limits=serving.Serving
     from tf_lvae import batch_norm_statistics
     model, config, epochs = model_dir_lib.load_model(model_dir)
     # The export serves with the population statistics of the final weights (config's choice).
-    bn_statistics = batch_norm_statistics.for_evaluation(
-        model, config, config.get("eval", {}).get("bn_statistics",
-                                                  batch_norm_statistics.DEFAULT_MODE))
+    bn_statistics = batch_norm_statistics.for_evaluation(model, config)
     metadata = dict(model_dir=os.path.abspath(model_dir), epochs_trained=epochs,
                     dataset=config.get("data", {}).get("dataset"), bn_statistics=bn_statistics)
     return export_model(model, export_dir, version, limits, metadata, signature_version)
