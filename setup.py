@@ -11,7 +11,7 @@ setuptools.setup(
     # The top-level configs/ folder installs as tf_lvae.configs so installed users get it too.
     packages=setuptools.find_packages(include=["tf_lvae", "tf_lvae.*"]) + ["tf_lvae.configs"],
     package_dir={"tf_lvae.configs": "configs"},
-    package_data={"tf_lvae.data": ["assets/*.npz"], "tf_lvae": ["pretrained_models/*"]},
+    package_data={"tf_lvae.data": ["assets/*.npz"], "tf_lvae.storage": ["pretrained_models/*"]},
     install_requires=[
         "tensorflow>=2.20,<2.22",
         "tensorflow-probability>=0.25,<0.26",

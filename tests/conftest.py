@@ -31,7 +31,7 @@ def tiny_config(**train_overrides):
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory):
     """A model_dir holding a tiny LVAE trained for 3 short epochs (shared, read-only)."""
-    from tf_lvae import training
+    from tf_lvae.training import loop as training
     model_dir = tmp_path_factory.mktemp("trained") / "model"
     training.train(tiny_config(epochs=3), str(model_dir))
     return model_dir

@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import batch_norm_statistics, experiment_config, gradient_clipping, training
+from tf_lvae import experiment_config
+from tf_lvae.evaluation import batch_norm_statistics
+from tf_lvae.training import gradient_clipping
+from tf_lvae.training import loop as training
 from tf_lvae.configs import mnist, mnist_authors, mnist_finetune
-from tf_lvae.model_dir import build_model
-from tf_lvae.model_spec import ModelSpec
+from tf_lvae.training.train_step import build_model
+from tf_lvae.model.spec import ModelSpec
 
 SMALL = dict(image_shape=(6, 6, 1), latent_sizes=(5, 4, 3), hidden_sizes=(12, 9, 7))
 AUTHORS = dict(batch_norm_heads=True, upward_input="mean", share_top_down=False,

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 from scipy.special import logsumexp
 
-from tf_lvae import bounds
+from tf_lvae.model import bounds
 
 
 def test_log_mean_exp_matches_scipy_even_for_huge_magnitudes():

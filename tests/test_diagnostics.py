@@ -15,10 +15,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import batch_norm_statistics, data, diagnostics, evaluation, figures
-from tf_lvae import model_dir as model_dir_lib
-from tf_lvae.analyze import analyze_model_dir
+from tf_lvae import data
+from tf_lvae.evaluation import batch_norm_statistics
+from tf_lvae.training import diagnostics
+from tf_lvae.evaluation import likelihood as evaluation
+from tf_lvae.analysis import figures
+from tf_lvae.storage import model_dir as model_dir_lib
+from tf_lvae.analysis.report import analyze_model_dir
 from tf_lvae.configs import base
+from tf_lvae.storage import checkpoints
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 LATENT, HIDDEN = (8, 4), (32, 16)
@@ -43,7 +48,7 @@ def tiny_config():
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory):
-    from tf_lvae import training
+    from tf_lvae.training import loop as training
     model_dir = tmp_path_factory.mktemp("diagnostics") / "model"
     training.train(tiny_config(), str(model_dir))
     return model_dir
@@ -99,7 +104,7 @@ def test_tensorboard_has_bounds_and_images(trained_dir):
 
 def test_saved_kl_per_unit_matches_evaluate_images(trained_dir):
     """The final record's per-unit KL is what evaluate_images gives for the final model."""
-    model, config, epochs = model_dir_lib.load_model(trained_dir)
+    model, config, epochs = checkpoints.load_model(trained_dir)
     assert epochs == EPOCHS
     saved_record = diagnostics.read_evaluations(trained_dir)[-1]
     # training's diagnostics evaluate with the population statistics, as tf_lvae.evaluate
@@ -222,5 +227,5 @@ def test_analyze_cli(trained_dir, tmp_path):
 
 
 def figures_files():
-    from tf_lvae.analyze import FIGURE_FILES
+    from tf_lvae.analysis.report import FIGURE_FILES
     return FIGURE_FILES.values()

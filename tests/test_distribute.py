@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import distribute, fault_tolerance
+from tf_lvae.training import distribute
+from tf_lvae.training import fault_tolerance
 from tf_lvae.configs import base
 
 MEANS_TOLERANCE, END_TO_END_TOLERANCE, WORKER_TOLERANCE = 1e-5, 0.01, 1e-6
@@ -48,8 +49,10 @@ TWO_DEVICES = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, ml_collections, numpy as np
     from absl import logging
-    from tf_lvae import data, distribute, experiment_config, training
-    from tf_lvae.model import HierarchicalVAE
+    from tf_lvae import data, experiment_config
+    from tf_lvae.training import distribute
+    from tf_lvae.training import loop as training
+    from tf_lvae.training.train_step import TrainableVAE
     logging.set_verbosity(logging.INFO)
 
     config, out = ml_collections.ConfigDict(json.loads(sys.argv[1])), sys.argv[2]
@@ -62,7 +65,7 @@ TWO_DEVICES = textwrap.dedent("""
                                  replicas=model.distribute_strategy.num_replicas_in_sync)
         np.savez(f"{out}/{strategy}.npz", *[v.numpy() for v in model.weights])
 
-    class MeanDraws(HierarchicalVAE):
+    class MeanDraws(TrainableVAE):
         # Posterior means instead of samples: without noise, replicas must match one device.
         def posterior_draws(self, up_stats, num_samples=1, training=False,
                             deterministic=False, seed=None, noise_alg=None):
@@ -113,7 +116,7 @@ TWO_DEVICES = textwrap.dedent("""
 WORKER = textwrap.dedent("""
     import json, sys
     import ml_collections, numpy as np
-    from tf_lvae import training
+    from tf_lvae.training import loop as training
     model, history = training.train(ml_collections.ConfigDict(json.loads(sys.argv[1])),
                                     sys.argv[2])
     np.savez(sys.argv[3], *[v.numpy() for v in model.weights])

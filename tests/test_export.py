@@ -30,11 +30,17 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from tf_lvae import batch_norm_statistics, data, evaluation, generation, serving, training
-from tf_lvae import versioned_export
-from tf_lvae import model_dir as model_dir_lib
+from tf_lvae import data
+from tf_lvae.evaluation import batch_norm_statistics
+from tf_lvae.evaluation import likelihood as evaluation
+from tf_lvae.model import generation
+from tf_lvae.serving import signatures as serving
+from tf_lvae.training import loop as training
+from tf_lvae.serving import versioned_export
+from tf_lvae.storage import model_dir as model_dir_lib
 from tf_lvae.configs import quick
-from tf_lvae.model_spec import ModelSpec
+from tf_lvae.model.spec import ModelSpec
+from tf_lvae.storage import checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT_DOCS = REPO / "export"
@@ -240,7 +246,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(model_dir):
     """The model as exported: the checkpoint with the batch-norm statistics it is served with."""
-    model, config, _ = model_dir_lib.load_model(model_dir)
+    model, config, _ = checkpoints.load_model(model_dir)
     batch_norm_statistics.for_evaluation(model, config)
     return model
 
@@ -1033,7 +1039,7 @@ def test_a_killed_export_leaves_nothing_tf_serving_would_load(model_dir, tmp_pat
     script = textwrap.dedent(f"""
         import os
         from keras.src.backend.tensorflow.export import TFExportArchive
-        from tf_lvae import versioned_export
+        from tf_lvae.serving import versioned_export
         original = TFExportArchive.write_out
         def write_then_die(self, *args, **kwargs):
             original(self, *args, **kwargs)

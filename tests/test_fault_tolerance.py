@@ -19,9 +19,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import data, fault_tolerance, model_dir as model_dir_lib
+from tf_lvae import data
+from tf_lvae.training import fault_tolerance
+from tf_lvae.storage import model_dir as model_dir_lib
 from tf_lvae.configs import base
-from tf_lvae.model_spec import ModelSpec
+from tf_lvae.model.spec import ModelSpec
+from tf_lvae.storage import checkpoints
+from tf_lvae.training import train_step
 
 EXAMPLES, BATCH, EPOCHS, EVERY = 512, 32, 3, 7
 STEPS = EXAMPLES // BATCH            # 16 batches per epoch; checkpoints at 7, 14, 16, 21, ...
@@ -48,7 +52,7 @@ DRIVER = textwrap.dedent("""
     import json, os, sys, time
     import keras, ml_collections, numpy as np
     from absl import logging
-    from tf_lvae import training
+    from tf_lvae.training import loop as training
     logging.set_verbosity(logging.INFO)   # as under absl.app: shows "resuming from ..."
 
     class Slow(keras.callbacks.Callback):
@@ -158,7 +162,7 @@ def _damage(path, how):
 
 def _compiled_model(seed=0):
     keras.utils.set_random_seed(seed)
-    model = model_dir_lib.build_model(SPEC)
+    model = train_step.build_model(SPEC)
     model.configure_objective(1, 1, 0, noise_seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
     model.optimizer.build(model.trainable_variables)
@@ -184,7 +188,7 @@ def test_damaged_newest_checkpoint_is_reported_and_the_previous_one_used(
     assert "falling back to the previous good checkpoint" in caplog.text
     assert (model_dir / "checkpoints" / "damaged" / (os.path.basename(newest) + ".index")).exists()
     # Evaluation-side loading falls back the same way (and moves nothing).
-    loaded, _, epochs = model_dir_lib.load_model(str(model_dir))
+    loaded, _, epochs = checkpoints.load_model(str(model_dir))
     assert epochs == resume.epoch
     for ours, theirs in zip(loaded.weights, model.weights):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
@@ -197,7 +201,7 @@ def test_no_usable_checkpoint_is_a_clear_error(killed_and_resumed, tmp_path):
             str(model_dir / "checkpoints")).all_model_checkpoint_paths:
         _damage(path, "truncated")
     with pytest.raises(model_dir_lib.ModelDirError, match="no checkpoint could be restored"):
-        model_dir_lib.load_model(str(model_dir))
+        checkpoints.load_model(str(model_dir))
 
 
 class RecordSteps(keras.callbacks.Callback):

@@ -3,8 +3,9 @@ learning rate on a schedule, and resume as an uninterrupted run would."""
 import numpy as np
 import pytest
 
-from tf_lvae import model_dir as model_dir_lib
-from tf_lvae import training
+from tf_lvae.storage import model_dir as model_dir_lib
+from tf_lvae.training import loop as training
+from tf_lvae.storage import checkpoints
 from tests.conftest import tiny_config
 
 
@@ -47,7 +48,7 @@ def test_finetuning_starts_from_the_weights_decays_and_resumes_exactly(tmp_path)
     for a, b in zip(_weights(straight), _weights(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     # the finished model it started from is untouched
-    reloaded, _, epochs = model_dir_lib.load_model(tmp_path / "base")
+    reloaded, _, epochs = checkpoints.load_model(tmp_path / "base")
     assert epochs == 1
     for a, b in zip(base_weights, _weights(reloaded)):
         np.testing.assert_array_equal(a, b)

@@ -5,7 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy import stats
 
-from tf_lvae import gaussian_math
+from tf_lvae.model import gaussian_math
 
 tfd = tfp.distributions
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import generation
-from tf_lvae.model_dir import build_model
-from tf_lvae.model_spec import ModelSpec
+from tf_lvae.model import generation
+from tf_lvae.training.train_step import build_model
+from tf_lvae.model.spec import ModelSpec
 
 LATENT, HIDDEN = (4, 3, 2), (16, 8, 8)
 NUM_LAYERS = len(LATENT)
@@ -159,7 +159,7 @@ def test_bad_arguments_are_refused(model, images):
 
 
 def test_grids_hold_keep_top_and_interpolate_for_every_layer(model, images):
-    from tf_lvae import figures
+    from tf_lvae.analysis import figures
     redraws = generation.keep_top_grid(model, images[:2], 3, seed=5)
     assert redraws.shape == (2, NUM_LAYERS, 3, 6, 6, 1)
     for k in range(1, NUM_LAYERS + 1):

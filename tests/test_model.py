@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import evaluation
-from tf_lvae.evaluation import evaluate_images
-from tf_lvae.model_dir import build_model
-from tf_lvae.model_spec import ModelSpec
+from tf_lvae.evaluation import likelihood as evaluation
+from tf_lvae.evaluation.likelihood import evaluate_images
+from tf_lvae.training.train_step import build_model
+from tf_lvae.model.spec import ModelSpec
 
 LATENT = (12, 10, 8, 6, 4)
 HIDDEN = (40, 32, 24, 16, 8)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 import tf_lvae
-from tf_lvae import model_dir as model_dir_lib
-from tf_lvae import model_zoo
+from tf_lvae.storage import model_zoo
+from tf_lvae.storage import checkpoints
 from tests.conftest import REPO_ROOT
 
 
 def test_packaged_model_loads_back_identically(tmp_path, trained_model_dir):
-    model, config, epochs = model_dir_lib.load_model(trained_model_dir)
+    model, config, epochs = checkpoints.load_model(trained_model_dir)
     card = dict(name="tiny", model_spec=json.loads(model.spec.to_json()), config=config,
                 epochs=epochs, bn_statistics="moving", test_bounds=[])
     model_zoo.save(model, "tiny", card, directory=tmp_path)

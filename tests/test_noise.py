@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import noise
+from tf_lvae.model import noise
 
 
 def test_algorithm_choice():
@@ -51,8 +51,8 @@ def test_threefry_differs_from_the_default_stream():
 def test_xla_train_step_draws_with_threefry(monkeypatch):
     """An XLA-compiled train step asks for Threefry, a TF-graph one for the default."""
     import keras
-    from tf_lvae.model_dir import build_model
-    from tf_lvae.model_spec import ModelSpec
+    from tf_lvae.training.train_step import build_model
+    from tf_lvae.model.spec import ModelSpec
 
     seen = []
     original = noise.standard_normal

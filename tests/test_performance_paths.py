@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import bounds
-from tf_lvae import evaluation
-from tf_lvae import importance_weights
-from tf_lvae import layers
-from tf_lvae import noise
-from tf_lvae.model_dir import build_model
-from tf_lvae.model_spec import ModelSpec
+from tf_lvae.model import bounds
+from tf_lvae.evaluation import likelihood as evaluation
+from tf_lvae.evaluation import fast_log_weights as importance_weights
+from tf_lvae.model import layers
+from tf_lvae.model import noise
+from tf_lvae.training.train_step import build_model
+from tf_lvae.model.spec import ModelSpec
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
 import benchmark  # noqa: E402

@@ -101,7 +101,7 @@ def _tiny_config(epochs):
 
 
 def _train_here(model_dir, epochs):
-    from tf_lvae import training
+    from tf_lvae.training import loop as training
     training.train(_tiny_config(epochs), str(model_dir))
 
 
@@ -179,7 +179,7 @@ def test_a_second_trainer_is_refused_and_the_first_finishes_untouched(tmp_path):
 
 HOLD_LOCK = """
 import sys, time
-from tf_lvae import model_dir_lock
+from tf_lvae.storage import lock as model_dir_lock
 model_dir_lock.hold(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)
@@ -187,7 +187,7 @@ time.sleep(600)
 
 
 def test_a_stale_lock_of_a_killed_trainer_is_taken_over_with_a_note(tmp_path, one_epoch):
-    from tf_lvae import model_dir_lock
+    from tf_lvae.storage import lock as model_dir_lock
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch, model_dir)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(model_dir)], env=_env(),
@@ -209,7 +209,7 @@ def test_a_stale_lock_of_a_killed_trainer_is_taken_over_with_a_note(tmp_path, on
 
 
 def test_a_lock_file_naming_a_dead_pid_is_taken_over(tmp_path, caplog):
-    from tf_lvae import model_dir_lock
+    from tf_lvae.storage import lock as model_dir_lock
     model_dir = tmp_path / "run"
     model_dir.mkdir()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -227,7 +227,7 @@ def test_a_lock_file_naming_a_dead_pid_is_taken_over(tmp_path, caplog):
 
 
 def test_a_lock_taken_for_nothing_leaves_no_folder(tmp_path):
-    from tf_lvae import model_dir_lock
+    from tf_lvae.storage import lock as model_dir_lock
     model_dir = tmp_path / "a" / "b"
     with model_dir_lock.hold(model_dir):
         assert (model_dir / ".lock").exists()
@@ -330,7 +330,7 @@ def test_an_unwritable_model_dir_is_reported_and_left_as_it_was(tmp_path, one_ep
 @pytest.fixture(scope="module")
 def first_export(tmp_path_factory, one_epoch):
     """An export folder holding version 1 of `one_epoch`, to be copied by the tests."""
-    from tf_lvae import versioned_export
+    from tf_lvae.serving import versioned_export
     export_dir = tmp_path_factory.mktemp("first_export") / "exports"
     versioned_export.export_model_dir(str(one_epoch), str(export_dir))
     return export_dir
@@ -384,10 +384,10 @@ def test_a_storage_fault_stops_a_search_instead_of_failing_every_trial(tmp_path)
 
 
 def test_json_writes_keep_the_previous_file_and_no_temporary_one(tmp_path):
-    from tf_lvae import model_dir as model_dir_lib
+    from tf_lvae.storage import model_dir as model_dir_lib
     path = tmp_path / "training_state.json"
     model_dir_lib.write_json_atomically(path, {"epochs_completed": 1})
-    code = ("import sys; from tf_lvae import model_dir as m\n"
+    code = ("import sys; from tf_lvae.storage import model_dir as m\n"
             "try:\n    m.write_json_atomically(sys.argv[1], {'x': 'y' * 10**6})\n"
             "except m.StorageError as e:\n    print(e)")
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,

@@ -13,7 +13,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from tf_lvae import figures, reproduction
+from tf_lvae.analysis import figures
+from tf_lvae.analysis import reproduction
 
 ROOT = Path(__file__).resolve().parents[1]
 K, EXAMPLES = 5, 100

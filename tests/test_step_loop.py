@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae import step_loop
-from tf_lvae.model_dir import build_model
-from tf_lvae.model_spec import ModelSpec
+from tf_lvae.training import step_loop
+from tf_lvae.training.train_step import build_model
+from tf_lvae.model.spec import ModelSpec
 
 SPEC = ModelSpec(latent_sizes=(8, 4), hidden_sizes=(32, 16))
 BATCHES = np.stack([(np.random.default_rng(i).random((16, 28, 28, 1)) < 0.4).astype(np.float32)

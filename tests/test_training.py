@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from tf_lvae import data, training
+from tf_lvae import data
+from tf_lvae.training import loop as training
 from tf_lvae import experiment_config
-from tf_lvae.evaluation import evaluate_images
-from tf_lvae.model_dir import STATE_FILE, build_model, load_model
-from tf_lvae.training_step import warmup_beta
+from tf_lvae.evaluation.likelihood import evaluate_images
+from tf_lvae.storage.model_dir import STATE_FILE
+from tf_lvae.training.train_step import build_model
+from tf_lvae.storage.checkpoints import load_model
+from tf_lvae.training.train_step import warmup_beta
 
 
 def test_warmup_beta_rises_linearly_then_stays_at_one():
@@ -113,7 +116,7 @@ def test_mixed_precision_training_learns_resumes_and_loads_as_float32(tmp_path, 
 
 
 def test_steps_per_call_divides_the_epoch_and_the_steps_to_go():
-    from tf_lvae.fault_tolerance import steps_per_call
+    from tf_lvae.training.fault_tolerance import steps_per_call
     assert steps_per_call(8, 195) == 5              # MNIST: 195 steps per epoch
     assert steps_per_call(8, 40) == 8
     assert steps_per_call(8, 40, steps_done=12) == 4   # resumed after 12 of 40 steps

@@ -10,8 +10,13 @@ import sys
 import keras_tuner
 import pytest
 
-from tf_lvae import batch_norm_statistics, data, evaluation, hypermodel, tuning
-from tf_lvae import model_dir as model_dir_lib
+from tf_lvae import data
+from tf_lvae.evaluation import batch_norm_statistics
+from tf_lvae.evaluation import likelihood as evaluation
+from tf_lvae.tuning import hypermodel
+from tf_lvae.tuning import search as tuning
+from tf_lvae.storage import checkpoints
+from tf_lvae.storage import model_dir as model_dir_lib
 from tf_lvae.configs import binarized_mnist, search_space
 
 DIVERGING_LR = 1e6
@@ -153,7 +158,7 @@ def test_results_table_best_trial_is_the_highest_bound_and_keras_tuners_best(sea
 def test_best_model_is_a_model_dir_that_loads_and_reproduces_the_objective(search):
     best_dir = search["results"]["best_dir"]
     assert best_dir == os.path.join(search["model_dir"], tuning.BEST_DIR)
-    model, config, epochs = model_dir_lib.load_model(best_dir)
+    model, config, epochs = checkpoints.load_model(best_dir)
     assert epochs == 1 and model.spec.latent_sizes == (4, 2)
     assert config["data"]["eval_split"] == "test"  # evaluates like any trained model
     space = search["space"]

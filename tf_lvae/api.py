@@ -1,8 +1,8 @@
 """The library calls behind `tf_lvae`'s public API that no other module offers as one call."""
-from tf_lvae import batch_norm_statistics
+from tf_lvae.evaluation import batch_norm_statistics
 from tf_lvae import data
-from tf_lvae import evaluation
-from tf_lvae import model_dir as model_dir_lib
+from tf_lvae.evaluation import likelihood as evaluation
+from tf_lvae.storage import checkpoints
 
 
 def load_model_dir(model_dir, bn_statistics=batch_norm_statistics.DEFAULT_MODE, data_dir=None):
@@ -12,7 +12,7 @@ def load_model_dir(model_dir, bn_statistics=batch_norm_statistics.DEFAULT_MODE, 
     `tf_lvae.evaluate` does; needs that data set) or 'moving' (the checkpoint's averages).
     The model_dir is only read.
     """
-    model, config, _ = model_dir_lib.load_model(model_dir)
+    model, config, _ = checkpoints.load_model(model_dir)
     batch_norm_statistics.for_evaluation(model, config, bn_statistics, data_dir=data_dir)
     return model
 
@@ -36,5 +36,5 @@ def evaluate_model(model, images, iw_samples=5000, seed=0, verbose=0, **kwargs):
 
 def export_model(model, export_dir, version=None, **kwargs):
     """Write `model` as the next TF Serving version under export_dir; returns its path."""
-    from tf_lvae import versioned_export  # the serving stack: only when exporting
+    from tf_lvae.serving import versioned_export  # the serving stack: only when exporting
     return versioned_export.export_model(model, export_dir, version, **kwargs)

@@ -305,7 +305,7 @@ def command_line():
 
 def _storage_error(error):
     """A StorageError for an OSError or TensorFlow error that is a storage fault, else None."""
-    from tf_lvae import model_dir as model_dir_lib
+    from tf_lvae.storage import model_dir as model_dir_lib
     if isinstance(error, model_dir_lib.StorageError):
         return error
     reason = model_dir_lib.storage_fault(error)
@@ -324,12 +324,12 @@ def _storage_error(error):
 
 def _checkpoint_sentence(path):
     """'The last good checkpoint, PATH (2 epochs done), is intact.', read back to be sure."""
-    from tf_lvae import fault_tolerance
-    problem = fault_tolerance.checkpoint_problem(path)
+    from tf_lvae.storage import checkpoints
+    problem = checkpoints.checkpoint_problem(path)
     if problem:
         return (f"The last checkpoint written, {path}, does not read back ({problem}); a "
                 "rerun falls back to the one before it.")
-    epochs, batches = fault_tolerance.checkpoint_position(path)
+    epochs, batches = checkpoints.checkpoint_position(path)
     where = f"{epochs} epoch{'s' * (epochs != 1)}" + (
         f" and {batches} batch{'es' * (batches != 1)}" if batches else "")
     return f"The last good checkpoint, {path} ({where} done), is intact."
@@ -342,12 +342,12 @@ def storage_message(error, model_dir=None, after=None, elsewhere="use another --
     that it is intact (unless `error` already names one). after: what a rerun does.
     elsewhere: how to write somewhere else instead.
     """
-    from tf_lvae import fault_tolerance
-    from tf_lvae import model_dir as model_dir_lib
+    from tf_lvae.storage import checkpoints
+    from tf_lvae.storage import model_dir as model_dir_lib
     parts = [f"could not {error.action} {error.what}: {error.reason}."]
     try:  # reporting must not fail on an unreadable folder
         path = error.last_checkpoint or (
-            fault_tolerance.last_good_checkpoint(model_dir)
+            checkpoints.last_good_checkpoint(model_dir)
             if model_dir is not None and os.path.isdir(model_dir) else None)
         sentence = _checkpoint_sentence(path) if path else None
     except Exception:  # noqa: BLE001
@@ -380,7 +380,9 @@ def clear_errors(model_dir=None, after=None, elsewhere="use another --model_dir"
     (what a trainer writes), after (what rerunning does) and elsewhere (how to write somewhere
     else) complete the message (`storage_message`).
     """
-    from tf_lvae import data, experiment_config, fault_tolerance, model_dir as model_dir_lib
+    from tf_lvae import data, experiment_config
+    from tf_lvae.training import fault_tolerance
+    from tf_lvae.storage import model_dir as model_dir_lib
     import tensorflow as tf
     try:
         yield

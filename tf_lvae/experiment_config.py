@@ -4,9 +4,9 @@ Configs come from `configs/*.py` (ml_collections ConfigDicts) and the command li
 value is reported here, before any data is read or anything is written to a model_dir.
 """
 from tf_lvae import data
-from tf_lvae import fault_tolerance
-from tf_lvae import layers
-from tf_lvae.model_spec import ModelSpec
+from tf_lvae.training import fault_tolerance
+from tf_lvae.model import layers
+from tf_lvae.model.spec import ModelSpec
 
 SPLITS = ("train", "validation", "test", "train+validation")
 MAX_LAYERS = 5

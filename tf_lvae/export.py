@@ -45,10 +45,11 @@ def main(argv):
     with cli.clear_errors(after="nothing was published: the versions already in --export_dir "
                           "are intact and the model_dir is untouched",
                           elsewhere="use another --export_dir"):
-        from tf_lvae import serving, versioned_export  # imported late: --help stays fast
+        from tf_lvae.serving import signatures as serving  # imported late: --help stays fast
+        from tf_lvae.serving import versioned_export
         limits = serving.ServingLimits(FLAGS.max_num_samples, FLAGS.max_iw_samples,
                                        FLAGS.iw_chunk_size, FLAGS.serving_iw_samples)
-        from tf_lvae import model_dir as model_dir_lib
+        from tf_lvae.storage import model_dir as model_dir_lib
         try:
             with model_dir_lib.storage_errors(f"the export to {FLAGS.export_dir}"):
                 if (FLAGS.model_dir is None) == (FLAGS.pretrained is None):

@@ -26,7 +26,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     with cli.clear_errors(FLAGS.model_dir, after="training resumes from that checkpoint"):
         config = cli.resolved_config()
-        from tf_lvae import training  # imported late so --help stays fast
+        from tf_lvae.training import loop as training  # imported late so --help stays fast
         training.train(config, FLAGS.model_dir)
         print(f"trained model in {FLAGS.model_dir}")
 

@@ -49,7 +49,8 @@ def define_flags(argv):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tf_lvae import experiment_config, tuning  # imported late so --help stays fast
+    from tf_lvae import experiment_config  # imported late so --help stays fast
+    from tf_lvae.tuning import search as tuning
     with cli.clear_errors(after="the search resumes: finished trials are kept and the "
                           "interrupted one resumes from its last checkpoint"):
         config = FLAGS.config

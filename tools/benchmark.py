@@ -145,9 +145,12 @@ def run_worker(args):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras
-    from tf_lvae import data, evaluation, fault_tolerance, training
-    from tf_lvae.model_dir import build_model
-    from tf_lvae.model_spec import ModelSpec
+    from tf_lvae import data
+    from tf_lvae.evaluation import likelihood as evaluation
+    from tf_lvae.training import fault_tolerance
+    from tf_lvae.training import loop as training
+    from tf_lvae.training.train_step import build_model
+    from tf_lvae.model.spec import ModelSpec
 
     def gemm_probe(seconds=1.0):
         a, b = tf.random.normal([256, 512]), tf.random.normal([512, 512])
@@ -230,7 +233,7 @@ def _epoch(args, model, data, tf, step_rate):
     epochs' datasets (a flat_map), each epoch timed from its first to its last batch.
     """
     import keras
-    from tf_lvae import fault_tolerance
+    from tf_lvae.training import fault_tolerance
     images = data.load_arrays("binarized_mnist", "train")[0]
     spec = data.get_spec("binarized_mnist")
     with tf.device("/CPU:0"):
@@ -320,9 +323,9 @@ def run_memory_worker(args):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras
-    from tf_lvae import evaluation
-    from tf_lvae.model_dir import build_model
-    from tf_lvae.model_spec import ModelSpec
+    from tf_lvae.evaluation import likelihood as evaluation
+    from tf_lvae.training.train_step import build_model
+    from tf_lvae.model.spec import ModelSpec
     out = []
     for inference in args.models.split(","):
         keras.utils.set_random_seed(0)
@@ -450,7 +453,7 @@ def main(argv=None):
 
 def _spec():
     sys.path.insert(0, str(ROOT))
-    from tf_lvae.model_spec import ModelSpec
+    from tf_lvae.model.spec import ModelSpec
     return ModelSpec()
 
 

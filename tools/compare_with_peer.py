@@ -21,9 +21,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 
 def _ours(args, model):
-    from tf_lvae import training
+    from tf_lvae.training import loop as training
     from tf_lvae.configs import mnist
-    from tf_lvae.evaluate import evaluate_model_dir
+    from tf_lvae.evaluation.trained import evaluate_model_dir
     config = mnist.get_config()
     config.data.data_dir = args.data_dir
     config.model.inference = model

@@ -1,4 +1,4 @@
-"""Package a finished model_dir as a pretrained model shipped in tf_lvae/pretrained_models/.
+"""Package a finished model_dir as a pretrained model shipped in tf_lvae/storage/pretrained_models/.
 
     python tools/package_pretrained.py --model_dir=/root/runs/scaled/authors_lvae \
         --name=mnist_lvae5 --evaluation=EVAL_K5000.json --evaluation=EVAL_K1000.json \
@@ -14,8 +14,9 @@ import json
 import pathlib
 import platform
 
-from tf_lvae import batch_norm_statistics, model_zoo
-from tf_lvae import model_dir as model_dir_lib
+from tf_lvae.evaluation import batch_norm_statistics
+from tf_lvae.storage import model_zoo
+from tf_lvae.storage import checkpoints
 
 
 def main():
@@ -27,7 +28,7 @@ def main():
     parser.add_argument("--command", default="", help="the training command, for the card")
     parser.add_argument("--data_dir", default=None)
     args = parser.parse_args()
-    model, config, epochs = model_dir_lib.load_model(args.model_dir)
+    model, config, epochs = checkpoints.load_model(args.model_dir)
     used = batch_norm_statistics.for_evaluation(model, config, "population", args.data_dir)
     bounds = []
     for path in args.evaluation:

@@ -83,7 +83,8 @@ def _apply_override(config, text):
 
 def main(argv=None):
     args = parse_args(argv)
-    from tf_lvae import cli, reproduction
+    from tf_lvae import cli
+    from tf_lvae.analysis import reproduction
     with cli.clear_errors():
         config = reproduction.load_config(args.dataset, args.config)
         notes = [f"--config={args.config}"] if args.config else []

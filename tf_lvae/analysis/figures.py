@@ -10,8 +10,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tf_lvae.diagnostics import interleave_reconstructions, tile_images
-from tf_lvae.metrics import ACTIVE_UNIT_THRESHOLD
+from tf_lvae.training.diagnostics import interleave_reconstructions, tile_images
+from tf_lvae.model.active_units import ACTIVE_UNIT_THRESHOLD
 
 L1_COLOR, LK_COLOR = "tab:blue", "tab:orange"
 LOG_KL_FLOOR = -3.0  # log10 nats: units below 0.001 nats all look "off"

@@ -17,13 +17,13 @@ a resumed run draws what an uninterrupted one did (its generator: `noise.algorit
 import keras
 import tensorflow as tf
 
-from tf_lvae import bounds
-from tf_lvae import distribute
-from tf_lvae import gradient_clipping
-from tf_lvae import noise
-from tf_lvae import step_loop
-from tf_lvae import weight_gradients
-from tf_lvae.metrics import ActiveUnits
+from tf_lvae.model import bounds
+from tf_lvae.training import distribute
+from tf_lvae.training import gradient_clipping
+from tf_lvae.model import noise
+from tf_lvae.training import step_loop
+from tf_lvae.model.active_units import ActiveUnits
+from tf_lvae.model.hierarchical_vae import HierarchicalVAE
 
 
 def warmup_beta(step, warmup_steps):
@@ -44,8 +44,20 @@ def training_objective(terms, mc_samples, iw_samples, beta):
         tf.reshape(log_weights, [mc_samples, iw_samples, -1]))
 
 
-class TrainStepMixin:
-    """Adds the LVAE objective's train_step / test_step and metrics to a HierarchicalVAE."""
+def build_model(spec, precision=None):
+    """A TrainableVAE of `spec` with every weight created (`HierarchicalVAE.from_spec`)."""
+    return TrainableVAE.from_spec(spec, precision)
+
+
+# Registered under the name the model had before training moved out of it, so .keras files
+# saved then load as this class.
+@keras.saving.register_keras_serializable(package="tf_lvae", name="HierarchicalVAE")
+class TrainableVAE(HierarchicalVAE):
+    """A HierarchicalVAE with the LVAE objective's train_step / test_step and metrics.
+
+    `configure_objective` sets the samples, warm-up, noise seed and clipping; they are part of
+    its Keras config, so `model.save("x.keras")` keeps them.
+    """
 
     mc_samples = 1
     iw_samples = 1
@@ -53,6 +65,24 @@ class TrainStepMixin:
     noise_seed = None  # None: posterior noise from the global RNG (not reproducible on resume)
     clip_global_norm = 0.0  # the authors' gradient clipping (gradient_clipping.py); 0: off
     clip_value = 0.0
+
+    def __init__(self, spec, **kwargs):
+        super().__init__(spec, **kwargs)
+        self._build_trackers()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(objective=self.objective_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        objective = config.pop("objective", None)
+        model = cls(**config)
+        if objective:
+            model.configure_objective(**objective)
+        return model
 
     def configure_objective(self, mc_samples=1, iw_samples=1, warmup_steps=0, noise_seed=None,
                             clip_global_norm=0.0, clip_value=0.0):
@@ -129,8 +159,7 @@ class TrainStepMixin:
                 else distribute.replica_seed(self.noise_seed, step))
         # The forward pass updates BatchNorm's moving statistics: keep them for a skipped step.
         saved_statistics = [tf.identity(v) for v in self.non_trainable_weights]
-        # Under XLA the large layers' weight gradients take an untransposed matmul form.
-        with weight_gradients.copied_transposes(self.jit_compile), tf.GradientTape() as tape:
+        with tf.GradientTape() as tape:
             terms = self.evaluate_terms(x, self.mc_samples * self.iw_samples, training=True,
                                         seed=seed, noise_alg=noise.algorithm(self.jit_compile))
             objective = training_objective(terms, self.mc_samples, self.iw_samples, beta)

@@ -29,8 +29,8 @@ request checks of the serving signatures (shapes, dtypes, caps, temperature > 0)
 """
 import tensorflow as tf
 
-from tf_lvae import layers
-from tf_lvae import noise
+from tf_lvae.model import layers
+from tf_lvae.model import noise
 
 
 def row_noise(seeds, latent_sizes):

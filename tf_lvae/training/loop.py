@@ -13,15 +13,17 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tf_lvae import batch_norm_statistics
+from tf_lvae.evaluation import batch_norm_statistics
 from tf_lvae import data
-from tf_lvae import diagnostics
-from tf_lvae import distribute
+from tf_lvae.training import diagnostics
+from tf_lvae.training import distribute
 from tf_lvae import experiment_config
-from tf_lvae import fault_tolerance
-from tf_lvae import model_dir as model_dir_lib
-from tf_lvae import model_dir_lock
-from tf_lvae import progress
+from tf_lvae.training import fault_tolerance
+from tf_lvae.storage import model_dir as model_dir_lib
+from tf_lvae.storage import lock as model_dir_lock
+from tf_lvae.training import progress
+from tf_lvae.storage import checkpoints
+from tf_lvae.training import train_step
 
 
 def _prepare_model_dir(model_dir, config, spec):
@@ -78,10 +80,10 @@ def _check_init_from(init_from, spec):
 def _restore_weights(model, init_from):
     """Every weight (BatchNorm statistics included) of init_from's newest valid checkpoint;
     the optimizer, epoch counter and warm-up start afresh."""
-    source, _, epochs = model_dir_lib.load_model(init_from)
-    values = {model_dir_lib.weight_key(v): v for v in source.weights}
+    source, _, epochs = checkpoints.load_model(init_from)
+    values = {checkpoints.weight_key(v): v for v in source.weights}
     for variable in model.weights:
-        variable.assign(values[model_dir_lib.weight_key(variable)])
+        variable.assign(values[checkpoints.weight_key(variable)])
     return epochs
 
 
@@ -144,7 +146,7 @@ def _train(config, model_dir, extra_callbacks, lock):
         diagnostics_callbacks = []
     keras.utils.set_random_seed(config.train.seed)
     with strategy.scope():
-        model = model_dir_lib.build_model(spec, option("precision"))
+        model = train_step.build_model(spec, option("precision"))
         if option("sync_batch_norm"):
             distribute.synchronize_batch_norm(model)
         model.configure_objective(config.train.mc_samples, config.train.iw_samples,

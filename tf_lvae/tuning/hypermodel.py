@@ -13,12 +13,12 @@ import keras
 import keras_tuner
 import ml_collections
 
-from tf_lvae import batch_norm_statistics
+from tf_lvae.evaluation import batch_norm_statistics
 from tf_lvae import data
-from tf_lvae import evaluation
+from tf_lvae.evaluation import likelihood as evaluation
 from tf_lvae import experiment_config
-from tf_lvae import model_dir as model_dir_lib
-from tf_lvae import training
+from tf_lvae.training import loop as training
+from tf_lvae.training import train_step
 
 OBJECTIVE = "val_iw_bound"
 HP_TYPES = ("choice", "int", "float", "boolean", "fixed")
@@ -180,7 +180,7 @@ class LVAEHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         """An untrained model of the trial's architecture (its weights created)."""
         config = self.experiment_config(hp)
-        return model_dir_lib.build_model(experiment_config.model_spec(config))
+        return train_step.build_model(experiment_config.model_spec(config))
 
     def fit(self, hp, model, *, model_dir, epochs=None, callbacks=()):
         """Train the trial into `model_dir`, then score it; returns {metric: value}.

@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lvae import bounds
-from tf_lvae import importance_weights
-from tf_lvae import noise
-from tf_lvae.metrics import ACTIVE_UNIT_THRESHOLD
+from tf_lvae.model import bounds
+from tf_lvae.evaluation import fast_log_weights as importance_weights
+from tf_lvae.model import noise
+from tf_lvae.model.active_units import ACTIVE_UNIT_THRESHOLD
 
 
 def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None,

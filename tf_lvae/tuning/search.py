@@ -24,10 +24,11 @@ import keras
 import keras_tuner
 from absl import logging
 
-from tf_lvae import hypermodel as hypermodel_lib
-from tf_lvae import model_dir as model_dir_lib
-from tf_lvae import model_dir_lock
-from tf_lvae import tuning_results
+from tf_lvae.tuning import hypermodel as hypermodel_lib
+from tf_lvae.storage import model_dir as model_dir_lib
+from tf_lvae.storage import lock as model_dir_lock
+from tf_lvae.tuning import results as tuning_results
+from tf_lvae.storage import checkpoints
 
 TUNERS = ("random", "bayesian", "hyperband")
 PROJECT = "search"
@@ -84,7 +85,7 @@ class _ModelDirTrials:
                 logging.error("%s", run_error)
 
     def load_model(self, trial):
-        return model_dir_lib.load_model(self.trial_model_dir(trial.trial_id))[0]
+        return checkpoints.load_model(self.trial_model_dir(trial.trial_id))[0]
 
 
 class RandomSearch(_ModelDirTrials, keras_tuner.RandomSearch):

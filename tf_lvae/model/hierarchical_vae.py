@@ -10,7 +10,8 @@ p(x | z_1) Bernoulli or Gaussian. Inference:
 Samples are folded into the batch dimension, sample-major: a tensor for S samples of B
 examples is [S * B, D], row s * B + b. The bottom-up statistics of the LVAE (and q(z_1|x) of
 the VAE) depend on x only and are computed once per example, then tiled over samples.
-The training step (warm-up, MC and IW samples) lives in `training_step.py`.
+Keras' train/test steps (warm-up, MC and IW samples) are added by
+`tf_lvae.training.train_step.TrainableVAE`; this module knows nothing of training.
 """
 import collections
 import dataclasses
@@ -19,11 +20,10 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tf_lvae import gaussian_math
-from tf_lvae import layers
-from tf_lvae import noise
-from tf_lvae.model_spec import ModelSpec
-from tf_lvae.training_step import TrainStepMixin
+from tf_lvae.model import gaussian_math
+from tf_lvae.model import layers
+from tf_lvae.model import noise
+from tf_lvae.model.spec import ModelSpec
 
 tfd = tfp.distributions
 
@@ -47,13 +47,27 @@ def _layer_seed(seed, layer):
     return None if seed is None else tf.stack([tf.cast(seed, tf.int32), layer])
 
 
-@keras.saving.register_keras_serializable(package="tf_lvae")
-class HierarchicalVAE(TrainStepMixin, keras.Model):
+@keras.saving.register_keras_serializable(package="tf_lvae.model")
+class HierarchicalVAE(keras.Model):
     """Ladder VAE (spec.inference='lvae') or bottom-up VAE ('vae') over one generative model.
 
     `model.save("x.keras")` / `keras.models.load_model("x.keras")` round-trip it: the config
-    is the ModelSpec (and the objective's settings), the weights every layer's.
+    is the ModelSpec, the weights every layer's. It has no train step: `fit` needs the
+    `TrainableVAE` subclass (`tf_lvae.build_model`).
     """
+
+    @classmethod
+    def from_spec(cls, spec, precision=None):
+        """A model of this class with every weight created (called once on a zero batch).
+
+        precision: a Keras dtype policy of `layers.PRECISIONS`, or None for Keras' global
+        policy. Weights are float32 under every policy, so a checkpoint of a mixed-precision
+        run restores into a float32 model.
+        """
+        with layers.global_dtype_policy(precision):
+            model = cls(spec)
+            model(tf.zeros([1, *spec.image_shape]))
+        return model
 
     def __init__(self, spec: ModelSpec, **kwargs):
         if isinstance(spec, dict):   # from get_config, via keras.models.load_model
@@ -94,21 +108,17 @@ class HierarchicalVAE(TrainStepMixin, keras.Model):
         else:
             self.observation = layers.GaussianObservation(spec.num_pixels, floor,
                                                           name="observation")
-        self._build_trackers()
 
     def get_config(self):
         config = super().get_config()
-        config.update(spec=dataclasses.asdict(self.spec), objective=self.objective_config())
+        config.update(spec=dataclasses.asdict(self.spec))
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        objective = config.pop("objective", None)
-        model = cls(**config)
-        if objective:
-            model.configure_objective(**objective)
-        return model
+        config.pop("objective", None)  # a TrainableVAE's training settings
+        return cls(**config)
 
     def build(self, input_shape=None):
         """Create every weight by one pass on zeros (also what keras.models.load_model and

@@ -23,8 +23,8 @@ import numpy as np
 from tf_lvae import configs
 from tf_lvae import data
 from tf_lvae import experiment_config
-from tf_lvae import model_dir as model_dir_lib
-from tf_lvae import model_dir_lock
+from tf_lvae.storage import model_dir as model_dir_lib
+from tf_lvae.storage import lock as model_dir_lock
 
 VARIANTS = {  # name: (inference, batch_norm, warm-up)
     "VAE": ("vae", False, False),
@@ -144,8 +144,8 @@ class WallClock(keras.callbacks.Callback):
 
 def run_cell(base_config, cell, settings, output_dir, hardware):
     """Train and evaluate one cell unless its result already matches; returns the result."""
-    from tf_lvae import training
-    from tf_lvae.evaluate import evaluate_model_dir
+    from tf_lvae.training import loop as training
+    from tf_lvae.evaluation.trained import evaluate_model_dir
     cell_dir = pathlib.Path(output_dir) / cell.path
     previous = model_dir_lib.read_json(cell_dir / RESULT_FILE)
     if previous and previous.get("settings") == settings.key():
@@ -286,7 +286,7 @@ def markdown_table(results, settings, variants, notes=()):
 
 
 def write_outputs(results, settings, variants, output_dir, notes=()):
-    from tf_lvae import figures
+    from tf_lvae.analysis import figures
     output_dir = pathlib.Path(output_dir)
     table = markdown_table(results, settings, variants, notes)
     model_dir_lib.write_text_atomically(output_dir / "table.md", table)

@@ -29,9 +29,9 @@ import collections
 
 import tensorflow as tf
 
-from tf_lvae import gaussian_math
-from tf_lvae import layers
-from tf_lvae import noise
+from tf_lvae.model import gaussian_math
+from tf_lvae.model import layers
+from tf_lvae.model import noise
 
 # What depends on the examples only: BatchNorm-folded weights and per-example statistics.
 Prepared = collections.namedtuple("Prepared", ["weights", "stats"])

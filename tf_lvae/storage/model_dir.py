@@ -25,9 +25,7 @@ import tempfile
 
 import tensorflow as tf
 
-from tf_lvae import layers
-from tf_lvae.model import HierarchicalVAE
-from tf_lvae.model_spec import ModelSpec
+from tf_lvae.model.spec import ModelSpec
 
 CONFIG_FILE = "config.json"
 SPEC_FILE = "model_spec.json"
@@ -241,65 +239,9 @@ def read_json(path, default=None):
     return json.loads(path.read_text())
 
 
-def build_model(spec, precision=None):
-    """A HierarchicalVAE with every weight created (called once on a zero batch).
-
-    precision: a Keras dtype policy of `layers.PRECISIONS`, or None for Keras' global policy.
-    Weights are float32 under every policy, so a checkpoint of a mixed-precision run restores
-    into a float32 model.
-    """
-    with layers.global_dtype_policy(precision):
-        model = HierarchicalVAE(spec)
-        model(tf.zeros([1, *spec.image_shape]))
-    return model
-
-
-def weight_key(variable):
-    """A weight's Keras path without its first component, the model's auto-generated name,
-    which varies between instances: stable for a given ModelSpec."""
-    return variable.path.split("/", 1)[1]
-
-
-def make_checkpoint(model, optimizer=None):
-    """The tf.train.Checkpoint of a training run: model, optimizer and epoch counter."""
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    # Keras 3 models are not tf.train trackables of their layers: name every weight by its
-    # `weight_key` so a checkpoint restores without the optimizer.
-    weights = {weight_key(variable): variable for variable in model.weights}
-    kwargs = dict(model=weights, epoch=epoch)
-    if optimizer is not None:
-        kwargs["optimizer"] = optimizer
-    return tf.train.Checkpoint(**kwargs)
-
-
 def read_spec(model_dir):
     path = pathlib.Path(model_dir) / SPEC_FILE
     if not path.exists():
         raise ModelDirError(f"{model_dir} is not a tf_lvae model_dir: {SPEC_FILE} is missing "
                             "(train one with `python -m tf_lvae.train --model_dir=...`)")
     return ModelSpec.from_json(path.read_text())
-
-
-def load_model(model_dir):
-    """Rebuild the model of `model_dir` and restore its latest checkpoint's weights.
-
-    Returns (model, config dict, epochs completed). Raises ModelDirError when there is no
-    trained checkpoint.
-    """
-    model_dir = str(model_dir)
-    if not os.path.isdir(model_dir):
-        raise ModelDirError(f"model_dir {model_dir!r} does not exist")
-    spec = read_spec(model_dir)
-    state = tf.train.get_checkpoint_state(os.path.join(model_dir, CHECKPOINT_DIR))
-    if state is None or not state.all_model_checkpoint_paths:
-        raise ModelDirError(f"{model_dir} has no trained checkpoint in {CHECKPOINT_DIR}/ "
-                            "(did training run for at least one epoch?)")
-    model = build_model(spec)
-    checkpoint = make_checkpoint(model)
-    # The newest checkpoint that reads back whole, with finite values (imported here because
-    # fault_tolerance builds on this module).
-    from tf_lvae import fault_tolerance
-    fault_tolerance.restore_newest_valid(checkpoint, state.all_model_checkpoint_paths,
-                                         partial=True)
-    config = read_json(pathlib.Path(model_dir) / CONFIG_FILE, default={})
-    return model, config, int(checkpoint.epoch.numpy())

@@ -10,7 +10,7 @@ import os
 
 import keras_tuner
 
-from tf_lvae import model_dir as model_dir_lib
+from tf_lvae.storage import model_dir as model_dir_lib
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"

@@ -22,11 +22,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lvae import batch_norm_statistics
+from tf_lvae.evaluation import batch_norm_statistics
 from tf_lvae import data
-from tf_lvae import evaluation
+from tf_lvae.evaluation import likelihood as evaluation
 from tf_lvae import experiment_config
-from tf_lvae import model_dir as model_dir_lib
+from tf_lvae.storage import model_dir as model_dir_lib
 
 DIAGNOSTICS_DIR = "diagnostics"
 HISTORY_FILE = "history.jsonl"

@@ -42,8 +42,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tf_lvae import evaluation
-from tf_lvae import generation
+from tf_lvae.evaluation import likelihood as evaluation
+from tf_lvae.model import generation
 
 SIGNATURE_VERSION = 2
 SIGNATURES_BY_VERSION = {

@@ -29,7 +29,7 @@ import threading
 
 from absl import logging
 
-from tf_lvae import model_dir as model_dir_lib
+from tf_lvae.storage import model_dir as model_dir_lib
 
 LOCK_FILE = model_dir_lib.LOCK_FILE
 _UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)

@@ -4,7 +4,7 @@
     python -m tf_lvae.export --pretrained=mnist_lvae5 --export_dir=exports/mnist_lvae5
     python -m tf_lvae.evaluate --pretrained=mnist_lvae5 --data_dir=../shared/data/mnist
 
-Each model is two files in tf_lvae/pretrained_models/: NAME.npz (every weight by its Keras path,
+Each model is two files in tf_lvae/storage/pretrained_models/: NAME.npz (every weight by its Keras path,
 float32, with the population batch-norm statistics of its training set as the moving
 statistics, so no training data is needed to use it) and NAME.json (the ModelSpec, the training
 config, epochs, the test bounds `tf_lvae.evaluate` gave, the machine and the commands).
@@ -14,6 +14,11 @@ import json
 import pathlib
 
 import numpy as np
+
+from tf_lvae.model.hierarchical_vae import HierarchicalVAE
+from tf_lvae.model.spec import ModelSpec
+from tf_lvae.storage import checkpoints
+from tf_lvae.storage import model_dir as model_dir_lib
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent / "pretrained_models"
 
@@ -38,17 +43,14 @@ def model_card(name, directory=PRETRAINED_DIR):
 
 
 def _key(variable):
-    from tf_lvae import model_dir as model_dir_lib
-    return model_dir_lib.weight_key(variable)
+    return checkpoints.weight_key(variable)
 
 
 def load(name, directory=PRETRAINED_DIR):
     """The shipped model `name` as a HierarchicalVAE in inference-ready state."""
-    from tf_lvae import model_dir as model_dir_lib
-    from tf_lvae.model_spec import ModelSpec
     weights_path, _ = _paths(name, directory)
     card = model_card(name, directory)
-    model = model_dir_lib.build_model(ModelSpec(**card["model_spec"]))
+    model = HierarchicalVAE.from_spec(ModelSpec(**card["model_spec"]))
     with np.load(weights_path) as weights:
         missing = [_key(v) for v in model.weights if _key(v) not in weights.files]
         if missing or len(weights.files) != len(model.weights):
@@ -63,7 +65,6 @@ def load(name, directory=PRETRAINED_DIR):
 def save(model, name, card, directory=PRETRAINED_DIR):
     """Write `model` (its statistics as they are now) and its card as pretrained `name`,
     each file atomically."""
-    from tf_lvae import model_dir as model_dir_lib
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {_key(v): v.numpy().astype(np.float32) for v in model.weights}

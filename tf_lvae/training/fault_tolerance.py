@@ -31,21 +31,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from google.protobuf import message
 
-from tf_lvae import distribute
-from tf_lvae import model_dir as model_dir_lib
+from tf_lvae.training import distribute
+from tf_lvae.storage import model_dir as model_dir_lib
+from tf_lvae.storage import checkpoints
 
-DAMAGED_DIR = "damaged"
 # Defaults of the config.train fields read here (configs/base.py sets them).
 DEFAULTS = dict(strategy="default", tpu="", sync_batch_norm=False, checkpoint_every_steps=500,
                 max_consecutive_skips=10, steps_per_execution=1, precision="float32",
                 clip_global_norm=0.0, clip_value=0.0, lr_decay_factor=1.0,
                 lr_decay_every_epochs=0, init_from="")
-
-# What reading a damaged checkpoint raises: TensorFlow errors (data loss, a CRC mismatch, a
-# missing file), a short read, an undecodable object graph.
-DAMAGE_ERRORS = (tf.errors.OpError, IndexError, message.DecodeError, ValueError)
 
 # Where training stands: epochs done, batches done of epoch `epoch`, and the checkpoint read.
 Resume = collections.namedtuple("Resume", ["epoch", "step_in_epoch", "path"])
@@ -73,69 +68,6 @@ def validate_config(config):
             raise ValueError(f"train.{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def check_finite_weights(model):
-    """Raise ValueError if any weight of `model` holds a NaN or an infinity."""
-    bad = [v.path for v in model.weights if not np.all(np.isfinite(v.numpy()))]
-    if bad:
-        raise ValueError(f"{len(bad)} weights hold non-finite values (e.g. {bad[0]})")
-
-
-def checkpoint_problem(path):
-    """What is wrong with checkpoint `path`, or None when it is whole.
-
-    Reads every tensor back (TensorFlow verifies each one's CRC32C, so truncated, garbled or
-    missing files show up) and checks that floating-point ones are finite. This touches no live
-    variable: a restore that failed halfway would leave pending restorations behind.
-    """
-    try:
-        reader = tf.train.load_checkpoint(path)
-        for key, dtype in reader.get_variable_to_dtype_map().items():
-            value = reader.get_tensor(key)
-            if dtype.is_floating and not np.all(np.isfinite(value)):
-                return f"{key} holds non-finite values"
-    except DAMAGE_ERRORS as error:
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
-    return None
-
-
-def restore_newest_valid(checkpoint, paths, damaged_dir=None, partial=False):
-    """Restore the newest whole checkpoint of `paths` (oldest first); returns its path.
-
-    Checkpoints with a `checkpoint_problem` are reported and skipped; with damaged_dir their
-    files are moved there. partial=True restores only the objects `checkpoint` has (e.g. weights
-    without the optimizer). Raises ModelDirError when none is usable; None when paths is empty.
-    """
-    problems = []
-    for path in reversed(list(paths)):
-        problem = checkpoint_problem(path)
-        if problem is None:
-            status = checkpoint.restore(path)
-            if partial:
-                status.expect_partial().assert_existing_objects_matched()
-            else:
-                status.assert_consumed()
-            if problems:
-                logging.warning("falling back to the previous good checkpoint %s (skipped: %s)",
-                                path, "; ".join(problems))
-            return path
-        problems.append(f"{os.path.basename(path)}: {problem}")
-        logging.error("checkpoint %s is damaged and cannot be restored: %s", path, problem)
-        if damaged_dir is not None:
-            _move_checkpoint_files(path, damaged_dir)
-    if problems:
-        raise model_dir_lib.ModelDirError(
-            "no checkpoint could be restored: " + "; ".join(problems) + ". Move the checkpoints "
-            "folder away to start training from scratch.")
-    return None
-
-
-def _move_checkpoint_files(prefix, damaged_dir):
-    os.makedirs(damaged_dir, exist_ok=True)
-    for name in tf.io.gfile.glob(prefix + ".*"):
-        os.replace(name, os.path.join(damaged_dir, os.path.basename(name)))
-    logging.warning("moved the files of %s to %s", prefix, damaged_dir)
-
-
 class TrainingCheckpoint:
     """The resumable state of a training run and its CheckpointManager.
 
@@ -149,7 +81,7 @@ class TrainingCheckpoint:
         self.read_dir = os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR)
         self.is_writer = write_dir is None
         self.write_dir = write_dir or self.read_dir
-        self.checkpoint = model_dir_lib.make_checkpoint(model, optimizer)
+        self.checkpoint = checkpoints.make_checkpoint(model, optimizer)
         self.checkpoint.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
                                                     name="step_in_epoch")
         self.metric_variables = {f"{metric.name}/{variable.name}": variable
@@ -168,8 +100,8 @@ class TrainingCheckpoint:
         """Restore the newest good checkpoint; Resume(epoch, step_in_epoch, path) or None."""
         state = tf.train.get_checkpoint_state(self.read_dir)
         paths = list(state.all_model_checkpoint_paths) if state else []
-        damaged = os.path.join(self.read_dir, DAMAGED_DIR) if self.is_writer else None
-        path = restore_newest_valid(self.checkpoint, paths, damaged)
+        damaged = os.path.join(self.read_dir, checkpoints.DAMAGED_DIR) if self.is_writer else None
+        path = checkpoints.restore_newest_valid(self.checkpoint, paths, damaged)
         if path is None:
             return None
         self.latest = path
@@ -186,7 +118,7 @@ class TrainingCheckpoint:
     def save(self, epoch, step_in_epoch, number):
         """Write checkpoint `number` at (epochs done, batches done); refuses non-finite weights."""
         try:
-            check_finite_weights(self.model)
+            checkpoints.check_finite_weights(self.model)
         except ValueError as error:
             raise NonFiniteTrainingError(
                 f"not writing a checkpoint at epoch {epoch}, batch {step_in_epoch}: {error}. "
@@ -299,22 +231,6 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             model_dir_lib.write_json_atomically(self.state_file, record)
         except model_dir_lib.StorageError as error:  # the checkpoint itself was written
             raise model_dir_lib.StorageError(error.what, error.reason, path) from error
-
-
-def last_good_checkpoint(model_dir):
-    """The newest checkpoint of model_dir that reads back whole, or None. Moves nothing."""
-    state = tf.train.get_checkpoint_state(os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR))
-    for path in reversed(list(state.all_model_checkpoint_paths) if state else []):
-        if checkpoint_problem(path) is None:
-            return path
-    return None
-
-
-def checkpoint_position(path):
-    """(epochs done, batches done of the next epoch) saved in checkpoint `path`."""
-    reader = tf.train.load_checkpoint(path)
-    keys = [f"{name}/.ATTRIBUTES/VARIABLE_VALUE" for name in ("epoch", "step_in_epoch")]
-    return tuple(int(reader.get_tensor(key)) if reader.has_tensor(key) else 0 for key in keys)
 
 
 def steps_per_call(requested, steps_per_epoch, steps_done=0):

@@ -30,7 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lvae import serving
+from tf_lvae.serving import signatures as serving
+from tf_lvae.storage import checkpoints
 
 METADATA_FILE = "tf_lvae_export.json"  # in <version>/assets.extra/, which TF Serving ignores
 WARMUP_FILE = "tf_serving_warmup_requests"  # in <version>/assets.extra/: TF Serving's name
@@ -196,9 +197,8 @@ def export_model_dir(model_dir, export_dir, version=None, limits=serving.Serving
     Raises tf_lvae.model_dir.ModelDirError, before anything is written, when model_dir holds
     no trained checkpoint.
     """
-    from tf_lvae import model_dir as model_dir_lib
-    from tf_lvae import batch_norm_statistics
-    model, config, epochs = model_dir_lib.load_model(model_dir)
+    from tf_lvae.evaluation import batch_norm_statistics
+    model, config, epochs = checkpoints.load_model(model_dir)
     # The export serves with the population statistics of the final weights (config's choice).
     bn_statistics = batch_norm_statistics.for_evaluation(model, config)
     metadata = dict(model_dir=os.path.abspath(model_dir), epochs_trained=epochs,
@@ -209,7 +209,7 @@ def export_model_dir(model_dir, export_dir, version=None, limits=serving.Serving
 def export_pretrained(name, export_dir, version=None, limits=serving.ServingLimits(),
                       signature_version=serving.SIGNATURE_VERSION):
     """Export a model shipped with the package (`tf_lvae.pretrained`); returns the version."""
-    from tf_lvae import model_zoo
+    from tf_lvae.storage import model_zoo
     card = model_zoo.model_card(name)
     model = model_zoo.load(name)
     metadata = dict(pretrained=name, epochs_trained=card["epochs"],

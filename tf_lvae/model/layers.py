@@ -11,9 +11,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tf_lvae import gaussian_math
-from tf_lvae import weight_gradients
-from tf_lvae.model_spec import ACTIVATIONS
+from tf_lvae.model import gaussian_math
+from tf_lvae.model.spec import ACTIVATIONS
 
 tfd = tfp.distributions
 
@@ -100,7 +99,7 @@ class MLPBlock(keras.layers.Layer):
     def call(self, inputs, training=False):
         h = inputs
         for i, dense in enumerate(self.dense_layers):
-            h = weight_gradients.dense(dense, h)
+            h = dense(h)
             if self.batch_norm:
                 h = self.norm_layers[i](h, training=training)
             h = self._activate(h)
@@ -165,7 +164,7 @@ class GaussianHead(keras.layers.Layer):
 
     def pre_activation(self, features, training=False):
         """The fused pre-activation [N, 2 * units] (after BatchNorm, if any)."""
-        h = weight_gradients.dense(self.dense, features)
+        h = self.dense(features)
         return self.norm(h, training=training) if self.batch_norm else h
 
     def mean_and_variance(self, features, training=False):
@@ -196,7 +195,7 @@ class BernoulliObservation(keras.layers.Layer):
                                          dtype=distribution_dtype(), name="logits")
 
     def call(self, features):
-        return tfd.Bernoulli(logits=weight_gradients.dense(self.logits, features),
+        return tfd.Bernoulli(logits=self.logits(features),
                              dtype=tf.float32)
 
 

@@ -1,0 +1,2 @@
+"""Serving: the SavedModel signatures (encode, sample, ...) and versioned, atomic exports for
+TF Serving."""
