@@ -14,9 +14,10 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tf_lvae"
 ALLOWED = {
     "model": set(),
     "data": set(),
+    "fast": {"model"},
     "storage": {"model"},
-    "training": {"model", "data", "storage", "evaluation", "experiment_config"},
-    "evaluation": {"model", "data", "storage", "experiment_config"},
+    "training": {"model", "fast", "data", "storage", "evaluation", "experiment_config"},
+    "evaluation": {"model", "fast", "data", "storage", "experiment_config"},
     "serving": {"model", "storage", "evaluation"},
     "tuning": {"model", "data", "storage", "evaluation", "training", "experiment_config"},
     "analysis": {"model", "data", "storage", "evaluation", "training", "experiment_config",

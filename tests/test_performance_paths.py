@@ -1,7 +1,7 @@
 """The fast evaluation paths compute the reference maths: same weights + same seed -> same values.
 
 No timings here (tools/benchmark.py measures speed); only that the lean L_K path
-(`tf_lvae.importance_weights`, BatchNorm folding, the CPU graph / XLA choice) and the
+(`tf_lvae.fast.log_weights`, BatchNorm folding, the CPU graph / XLA choice) and the
 mixed-precision heads leave the bound unchanged.
 """
 import pathlib
@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tf_lvae.model import bounds
 from tf_lvae.evaluation import likelihood as evaluation
-from tf_lvae.evaluation import fast_log_weights as importance_weights
+from tf_lvae.fast import log_weights as fast_log_weights
 from tf_lvae.model import layers
 from tf_lvae.model import noise
 from tf_lvae.training.train_step import build_model
@@ -65,7 +65,7 @@ def test_folded_batch_norm_block_equals_inference_call():
 def test_folded_batch_norm_head_equals_inference_call():
     head = _model(batch_norm_heads=True).down_heads[0]
     h = tf.constant(np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32))
-    np.testing.assert_allclose(importance_weights._affine(head.inference_weights(), h),
+    np.testing.assert_allclose(fast_log_weights._affine(head.inference_weights(), h),
                                head.pre_activation(h, training=False), rtol=1e-5, atol=1e-5)
 
 
@@ -77,12 +77,12 @@ def test_lean_log_weights_equal_reference(inference, likelihood, options):
     x = model.flatten_images(_images(3))
     seed = tf.constant(11)
     reference = model.log_weights(x, 4, seed=seed)
-    lean = importance_weights.log_weights(model, x, 4, seed=seed)
+    lean = fast_log_weights.log_weights(model, x, 4, seed=seed)
     assert lean.shape == (4, 3)
     np.testing.assert_allclose(lean, reference, rtol=1e-5, atol=2e-4)
     # the CPU evaluation path runs it as a TF graph, its elementwise work in XLA functions
     for fused in (False, True):
-        graph = tf.function(lambda x: importance_weights.log_weights(model, x, 4, seed=seed,
+        graph = tf.function(lambda x: fast_log_weights.log_weights(model, x, 4, seed=seed,
                                                                      fused=fused))
         np.testing.assert_allclose(graph(x), reference, rtol=1e-5, atol=2e-4)
 
@@ -93,7 +93,7 @@ def test_lean_log_weights_equal_reference_under_xla():
     model = _model()
     x = model.flatten_images(_images(3))
     seed = tf.constant(11)
-    xla = tf.function(lambda x: importance_weights.log_weights(
+    xla = tf.function(lambda x: fast_log_weights.log_weights(
         model, x, 4, seed=seed, noise_alg=noise.THREEFRY), jit_compile=True)
     xla_reference = tf.function(lambda x: model.log_weights(
         x, 4, seed=seed, noise_alg=noise.THREEFRY), jit_compile=True)
@@ -173,7 +173,7 @@ def test_mixed_precision_keeps_distribution_heads_float32():
         assert model.up_heads[0].dense.compute_dtype == "float32"
         assert model.observation.logits.compute_dtype == "float32"
         x = model.flatten_images(_images(2))
-        lean = importance_weights.log_weights(model, x, 3, seed=tf.constant(1))
+        lean = fast_log_weights.log_weights(model, x, 3, seed=tf.constant(1))
         reference = model.log_weights(x, 3, seed=tf.constant(1))
         assert lean.dtype == tf.float32 and reference.dtype == tf.float32
         assert np.all(np.isfinite(lean.numpy()))
@@ -202,10 +202,10 @@ def test_softplus_by_log_matches_float64_softplus():
     rounding of the float64 value, from tiny to huge logits of either sign."""
     logits = np.concatenate([np.linspace(-120.0, 120.0, 20001), [-1e-7, 0.0, 1e-7, 88.0, -88.0]])
     expected = np.logaddexp(0.0, logits)
-    computed = tf.function(importance_weights.softplus_by_log, jit_compile=True)(
+    computed = tf.function(fast_log_weights.softplus_by_log, jit_compile=True)(
         tf.constant(logits, tf.float32)).numpy()
     np.testing.assert_allclose(computed, expected, rtol=2e-7, atol=1.2e-7)
     # the sum over 784 pixels (what L_K uses) against float64
     rows = np.random.default_rng(3).normal(0.0, 8.0, (50, 784))
-    sums = tf.reduce_sum(importance_weights.softplus_by_log(tf.constant(rows, tf.float32)), -1)
+    sums = tf.reduce_sum(fast_log_weights.softplus_by_log(tf.constant(rows, tf.float32)), -1)
     np.testing.assert_allclose(sums, np.logaddexp(0.0, rows).sum(-1), rtol=1e-6)

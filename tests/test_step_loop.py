@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lvae.training import step_loop
+from tf_lvae.fast import step_loop
 from tf_lvae.training.train_step import build_model
 from tf_lvae.model.spec import ModelSpec
 

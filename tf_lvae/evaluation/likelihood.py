@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lvae.model import bounds
-from tf_lvae.evaluation import fast_log_weights as importance_weights
+from tf_lvae.fast import log_weights as fast_log_weights
 from tf_lvae.model import noise
 from tf_lvae.model.active_units import ACTIVE_UNIT_THRESHOLD
 
@@ -27,18 +27,18 @@ def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None,
     the samples come from the global RNG; an int32 scalar seed makes the bound reproducible
     (each chunk draws with a stateless seed derived from (seed, chunk index)), with the
     generator noise_alg (`evaluate_images`: `noise.BOX_MULLER`). fused: see
-    `importance_weights.log_weights`.
+    `fast_log_weights.log_weights`.
     """
     x = model.flatten_images(images)
     # Per-example work (upward pass, folded BatchNorm, merge precisions) once for all chunks.
-    prepared = importance_weights.prepare(model, x)
+    prepared = fast_log_weights.prepare(model, x)
     state = bounds.running_logsumexp_init(tf.shape(x)[:1])
 
     def chunk_log_weights(index, size):
         chunk_seed = None if seed is None else tf.random.stateless_uniform(
             [], seed=tf.stack([tf.cast(seed, tf.int32), index]), minval=None, maxval=None,
             dtype=tf.int32)
-        return importance_weights.log_weights(model, x, size, prepared, seed=chunk_seed,
+        return fast_log_weights.log_weights(model, x, size, prepared, seed=chunk_seed,
                                                noise_alg=noise_alg, fused=fused)
 
     if tf.is_tensor(num_samples):
@@ -97,7 +97,7 @@ def _compiled(model, key, build):
 def iw_bound_function(model, num_samples, chunk_size, jit_compile="auto"):
     """The compiled L_K that `evaluate_images` runs: f(images [B, h, w, c], seed int32
     scalar) -> L_K per example [B]. As a TF graph (CPU) the elementwise work between the
-    matmuls runs in small XLA functions (`importance_weights`, fused=True)."""
+    matmuls runs in small XLA functions (`tf_lvae.fast.log_weights`, fused=True)."""
     jit = resolve_jit_compile(jit_compile)
 
     def iw_bound(images, seed):

@@ -21,7 +21,7 @@ from tf_lvae.model import bounds
 from tf_lvae.training import distribute
 from tf_lvae.training import gradient_clipping
 from tf_lvae.model import noise
-from tf_lvae.training import step_loop
+from tf_lvae.fast import step_loop
 from tf_lvae.model.active_units import ActiveUnits
 from tf_lvae.model.hierarchical_vae import HierarchicalVAE
 
