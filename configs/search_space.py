@@ -21,7 +21,7 @@ experiment-config field (`--search_space=my_space.py`).
 
 The objective is the importance-weighted bound L_K with a small K on the first
 `objective.max_examples` examples of the held-out 'validation' split (never 'test'),
-computed by `tf_lvae.evaluate.evaluate_model_dir`; higher is better.
+computed by `tf_lvae.evaluation.trained.evaluate_model_dir`; higher is better.
 """
 import ml_collections
 

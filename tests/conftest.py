@@ -20,6 +20,7 @@ def tiny_config(**train_overrides):
     config.train.epochs = 1
     config.train.warmup_epochs = 1
     config.train.eval_every_epochs = 0
+    config.train.diagnostics_every_epochs = 0  # test_diagnostics.py tests them (~3 s a run)
     config.train.verbose = 0
     config.train.jit_compile = False  # XLA compiles cost more than these tiny runs save
     config.eval.iw_samples = 50

@@ -16,18 +16,28 @@ SMALL = dict(image_shape=(6, 6, 1), latent_sizes=(5, 3), hidden_sizes=(12, 8))
 AUTHORS = dict(batch_norm_heads=True, upward_input="mean", share_top_down=False,
                leaky_relu_slope=0.01)
 
-OUTPUTS = textwrap.dedent("""
+# One fresh process for the checks below (each process pays TensorFlow's import): import
+# tf_lvae as a user does, say which modules that loaded, then load each .keras file and write
+# its outputs. argv: images.npy, then one path stem per model (STEM.keras -> STEM.npz).
+FRESH_PROCESS = textwrap.dedent("""
     import sys
-    import keras, numpy as np, tensorflow as tf
     import tf_lvae
-    model = keras.models.load_model(sys.argv[1])
-    images = np.load(sys.argv[2])
-    x = model.flatten_images(images)
-    np.savez(sys.argv[3], call=model(images).numpy(), sample=model.sample(3, seed=5).numpy(),
-             encode=np.concatenate([m.numpy() for m, _ in model.encode(images)], 1),
-             log_weights=model.log_weights(x, 4, seed=tf.constant(9)).numpy(),
-             mc=model.mc_samples, iw=model.iw_samples)
+    print(sorted(tf_lvae.__all__))
+    print("loaded:", [name for name in ("tf_lvae.training.loop",
+                                        "tf_lvae.serving.versioned_export")
+                      if name in sys.modules])
+    import keras, numpy as np, tensorflow as tf
+    images = np.load(sys.argv[1])
+    for stem in sys.argv[2:]:
+        model = keras.models.load_model(stem + ".keras")
+        x = model.flatten_images(images)
+        np.savez(stem + ".npz", call=model(images).numpy(),
+                 sample=model.sample(3, seed=5).numpy(),
+                 encode=np.concatenate([m.numpy() for m, _ in model.encode(images)], 1),
+                 log_weights=model.log_weights(x, 4, seed=tf.constant(9)).numpy(),
+                 mc=model.mc_samples, iw=model.iw_samples)
 """)
+MODELS = {"paper": {}, "authors": AUTHORS}
 
 
 def _run(script, *args):
@@ -37,25 +47,37 @@ def _run(script, *args):
     return result
 
 
-@pytest.mark.parametrize("options", [{}, AUTHORS], ids=["paper", "authors"])
-def test_keras_file_round_trip_in_a_fresh_process(tmp_path, options):
-    model = tf_lvae.build_model(tf_lvae.ModelSpec(**SMALL, **options))
-    model.configure_objective(mc_samples=2, iw_samples=3, warmup_steps=7, noise_seed=1)
+@pytest.fixture(scope="module")
+def fresh_process(tmp_path_factory):
+    """Models with trained-looking weights (BN statistics included), saved as .keras files and
+    run by FRESH_PROCESS."""
+    work = tmp_path_factory.mktemp("fresh")
     rng = np.random.default_rng(0)
-    for variable in model.weights:   # trained-looking weights, BN statistics included
-        variable.assign(variable.numpy() + rng.normal(0, 0.1, variable.shape))
     images = (rng.random((4, 6, 6, 1)) < 0.5).astype(np.float32)
-    np.save(tmp_path / "images.npy", images)
-    model.save(tmp_path / "lvae.keras")
-    _run(OUTPUTS, tmp_path / "lvae.keras", tmp_path / "images.npy", tmp_path / "out.npz")
-    out = np.load(tmp_path / "out.npz")
+    np.save(work / "images.npy", images)
+    models = {}
+    for name, options in MODELS.items():
+        model = tf_lvae.build_model(tf_lvae.ModelSpec(**SMALL, **options))
+        model.configure_objective(mc_samples=2, iw_samples=3, warmup_steps=7, noise_seed=1)
+        for variable in model.weights:
+            variable.assign(variable.numpy() + rng.normal(0, 0.1, variable.shape))
+        model.save(work / f"{name}.keras")
+        models[name] = model
+    result = _run(FRESH_PROCESS, work / "images.npy", *(work / name for name in models))
+    return dict(stdout=result.stdout, work=work, images=images, models=models)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_keras_file_round_trip_in_a_fresh_process(fresh_process, name):
+    model, images = fresh_process["models"][name], fresh_process["images"]
+    out = np.load(fresh_process["work"] / f"{name}.npz")
     import tensorflow as tf
     x = model.flatten_images(images)
     expected = dict(call=model(images).numpy(), sample=model.sample(3, seed=5).numpy(),
                     encode=np.concatenate([m.numpy() for m, _ in model.encode(images)], 1),
                     log_weights=model.log_weights(x, 4, seed=tf.constant(9)).numpy())
-    for name, value in expected.items():   # same weights, same kernels: the same numbers
-        np.testing.assert_allclose(out[name], value, rtol=1e-6, atol=1e-6, err_msg=name)
+    for key, value in expected.items():   # same weights, same kernels: the same numbers
+        np.testing.assert_allclose(out[key], value, rtol=1e-6, atol=1e-6, err_msg=key)
     assert (int(out["mc"]), int(out["iw"])) == (2, 3)
 
 
@@ -77,13 +99,12 @@ def test_readme_python_example_runs_as_written(tmp_path):
     assert (tmp_path / "lvae.keras").is_file()
 
 
-def test_public_names_are_lazy_and_complete():
-    result = _run("import sys, tf_lvae; assert 'tf_lvae.training.loop' not in sys.modules; "
-                  "assert 'tf_lvae.serving.versioned_export' not in sys.modules; "
-                  "print(sorted(tf_lvae.__all__))")
+def test_public_names_are_lazy_and_complete(fresh_process):
+    names, loaded = fresh_process["stdout"].splitlines()[:2]
+    assert loaded == "loaded: []"   # `import tf_lvae` loaded neither the trainer nor export
     for name in ("ModelSpec", "build_model", "train_model_dir", "load_model_dir",
                  "evaluate_model", "export_model", "make_optimizer", "population_statistics"):
-        assert f"'{name}'" in result.stdout
+        assert f"'{name}'" in names
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         tf_lvae.nope
     # the CLI modules keep their names: `from tf_lvae import evaluate` is the (thin) entry point

@@ -18,7 +18,7 @@ ALLOWED = {
     "storage": {"model"},
     "training": {"model", "fast", "data", "storage", "evaluation", "experiment_config"},
     "evaluation": {"model", "fast", "data", "storage", "experiment_config"},
-    "serving": {"model", "storage", "evaluation"},
+    "serving": {"model", "storage", "evaluation", "experiment_config"},
     "tuning": {"model", "data", "storage", "evaluation", "training", "experiment_config"},
     "analysis": {"model", "data", "storage", "evaluation", "training", "experiment_config",
                  "configs"},

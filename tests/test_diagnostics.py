@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tf_lvae import data
+from tf_lvae import experiment_config
 from tf_lvae.evaluation import batch_norm_statistics
 from tf_lvae.training import diagnostics
 from tf_lvae.evaluation import likelihood as evaluation
@@ -126,11 +127,13 @@ def test_saved_kl_per_unit_matches_evaluate_images(trained_dir):
 def test_diagnostics_config_errors_and_disable():
     config = tiny_config()
     config.train.diagnostics_every_epochs = 0
-    assert diagnostics.from_config(config, "unused", np.zeros([4, 28, 28, 1])) == []
+    experiment = experiment_config.resolve(config)
+    assert diagnostics.from_settings(experiment, "unused", np.zeros([4, 28, 28, 1])) == []
     config.train.diagnostics_every_epochs = 1
     config.train.diagnostics_iw_samples = 0
-    with pytest.raises(ValueError, match="diagnostics_iw_samples must be an integer >= 1"):
-        diagnostics.from_config(config, "unused", np.zeros([4, 28, 28, 1]))
+    with pytest.raises(experiment_config.ConfigError,
+                       match="diagnostics_iw_samples must be an integer >= 1"):
+        experiment_config.resolve(config)
 
 
 # ------------------------------------------------------------------ pure helpers

@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 
 from tf_lvae.training import distribute
-from tf_lvae.training import fault_tolerance
+from tf_lvae import experiment_config
 from tf_lvae.configs import base
 
 MEANS_TOLERANCE, END_TO_END_TOLERANCE, WORKER_TOLERANCE = 1e-5, 0.01, 1e-6
@@ -68,7 +68,7 @@ TWO_DEVICES = textwrap.dedent("""
     class MeanDraws(TrainableVAE):
         # Posterior means instead of samples: without noise, replicas must match one device.
         def posterior_draws(self, up_stats, num_samples=1, training=False,
-                            deterministic=False, seed=None, noise_alg=None):
+                            deterministic=False, seed=None):
             return super().posterior_draws(up_stats, num_samples, training, True, seed)
 
     spec = experiment_config.model_spec(config)
@@ -223,4 +223,4 @@ def test_one_device_keeps_jit_and_needs_no_scaling():
 def test_unknown_strategy_is_rejected():
     config = tiny_config("parameter_server")
     with pytest.raises(ValueError, match="train.strategy must be one of"):
-        fault_tolerance.validate_config(config)
+        experiment_config.validate_config(config)

@@ -1,9 +1,11 @@
 """Fault tolerance: kill -9 and rerun, non-finite steps, damaged checkpoints, epoch-seeded data.
 
-The kill test runs `training.train` in subprocesses: one uninterrupted, one killed with SIGKILL
-in the middle of its second epoch and then rerun with the same arguments. The rerun must end
-with bitwise the same weights and the same last-epoch metrics (tolerance: 1e-6 relative; on
-one CPU the runs are deterministic and we measure exactly 0).
+The kill test runs `training.train` on the default training path (an XLA train step, several
+steps per XLA call, the authors' clipping, validation every epoch) in subprocesses: one
+uninterrupted, one killed with SIGKILL in the middle of its second epoch and then rerun with the
+same arguments. The rerun must end with bitwise the same weights and the same last-epoch
+metrics (tolerance: 1e-6 relative; on one CPU the runs are deterministic and we measure exactly
+0).
 """
 import json
 import os
@@ -20,6 +22,7 @@ import pytest
 import tensorflow as tf
 
 from tf_lvae import data
+from tf_lvae import experiment_config
 from tf_lvae.training import fault_tolerance
 from tf_lvae.storage import model_dir as model_dir_lib
 from tf_lvae.configs import base
@@ -27,9 +30,9 @@ from tf_lvae.model.spec import ModelSpec
 from tf_lvae.storage import checkpoints
 from tf_lvae.training import train_step
 
-EXAMPLES, BATCH, EPOCHS, EVERY = 512, 32, 3, 7
-STEPS = EXAMPLES // BATCH            # 16 batches per epoch; checkpoints at 7, 14, 16, 21, ...
-KILL_AFTER = STEPS + 5               # the checkpoint of epoch 2, batch 5
+EXAMPLES, BATCH, EPOCHS, EVERY, PER_CALL = 512, 32, 3, 8, 4
+STEPS = EXAMPLES // BATCH            # 16 batches per epoch, 4 XLA calls of 4 steps
+KILL_AFTER = STEPS + EVERY           # checkpoints at 8, 16, 24, ...: epoch 2, batch 8
 TOLERANCE = 1e-6
 SPEC = ModelSpec(image_shape=(28, 28, 1), latent_sizes=(8, 4), hidden_sizes=(32, 16))
 
@@ -39,10 +42,10 @@ def tiny_config():
     config.model.latent_sizes, config.model.hidden_sizes = (8, 4), (32, 16)
     config.data.max_train_examples = EXAMPLES
     config.data.eval_split = "train"   # a small eval set: checks that L_1 is reproducible too
-    config.train.update(epochs=EPOCHS, batch_size=BATCH, warmup_epochs=1, jit_compile=False,
+    config.train.update(epochs=EPOCHS, batch_size=BATCH, warmup_epochs=1, jit_compile=True,
                         eval_every_epochs=1, diagnostics_every_epochs=0, verbose=0,
-                        checkpoint_every_steps=EVERY,
-                        steps_per_execution=1)   # checkpoints at exact steps (7, 14, 21, ...)
+                        checkpoint_every_steps=EVERY, steps_per_execution=PER_CALL,
+                        clip_global_norm=4.0, clip_value=0.9)
     return config
 
 
@@ -112,12 +115,12 @@ def killed_and_resumed(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
     config = tiny_config()
     reference = _start(config, root / "reference", root / "reference.npz")
-    victim = _start(config, root / "resumed", root / "resumed.npz", sleep=0.05)
+    victim = _start(config, root / "resumed", root / "resumed.npz", sleep=0.2)  # per call
     checkpoints = root / "resumed" / model_dir_lib.CHECKPOINT_DIR
-    resumed_from = _kill_after_checkpoint(victim, checkpoints, KILL_AFTER, 240)
-    assert resumed_from % STEPS, "the kill should land mid-epoch"   # 7 steps to the next save
-    output = _finish(_start(config, root / "resumed", root / "resumed.npz"))
-    _finish(reference)
+    resumed_from = _kill_after_checkpoint(victim, checkpoints, KILL_AFTER, 400)
+    assert resumed_from % STEPS, "the kill should land mid-epoch"   # 8 steps to the next save
+    output = _finish(_start(config, root / "resumed", root / "resumed.npz"), 600)
+    _finish(reference, 600)
     return root, resumed_from, output
 
 
@@ -299,33 +302,12 @@ def test_bad_fault_tolerance_settings_are_rejected():
     config = tiny_config()
     config.train.max_consecutive_skips = 0
     with pytest.raises(ValueError, match="max_consecutive_skips must be an integer >= 1"):
-        fault_tolerance.validate_config(config)
+        experiment_config.validate_config(config)
     config = tiny_config()
     config.train.steps_per_execution = 0
     with pytest.raises(ValueError, match="train.steps_per_execution must be an integer >= 1"):
-        fault_tolerance.validate_config(config)
+        experiment_config.validate_config(config)
     config = tiny_config()
     config.train.strategy = "horovod"
     with pytest.raises(ValueError, match="train.strategy must be one of default, mirrored"):
-        fault_tolerance.validate_config(config)
-
-
-def test_production_path_killed_mid_epoch_resumes_exactly(tmp_path):
-    """The default training path end to end: an XLA train step, several steps per XLA call
-    (step_loop), the authors' clipping, a SIGKILL mid-epoch and a rerun; it must end with the
-    weights of an uninterrupted run."""
-    config = tiny_config()
-    config.train.update(jit_compile=True, steps_per_execution=4, checkpoint_every_steps=8,
-                        clip_global_norm=4.0, clip_value=0.9, eval_every_epochs=0)
-    reference = _start(config, tmp_path / "reference", tmp_path / "reference.npz")
-    victim = _start(config, tmp_path / "resumed", tmp_path / "resumed.npz", sleep=0.2)
-    checkpoints = tmp_path / "resumed" / model_dir_lib.CHECKPOINT_DIR
-    # checkpoints at the call ends crossing multiples of 8: 8, 16, 24, ...
-    assert _kill_after_checkpoint(victim, checkpoints, STEPS + 8, 400) % STEPS, "not mid-epoch"
-    output = _finish(_start(config, tmp_path / "resumed", tmp_path / "resumed.npz"), 600)
-    assert "resuming" in output.lower()
-    _finish(reference, 600)
-    expected, _ = _load(tmp_path, "reference")
-    resumed, _ = _load(tmp_path, "resumed")
-    for want, got in zip(expected, resumed):
-        np.testing.assert_allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE)
+        experiment_config.validate_config(config)

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tf_lvae.evaluation import likelihood as evaluation
 from tf_lvae.evaluation.likelihood import evaluate_images
+from tf_lvae.model import noise
 from tf_lvae.training.train_step import build_model
 from tf_lvae.model.spec import ModelSpec
 
@@ -42,6 +43,25 @@ def test_shapes_for_every_depth_and_inference_model(num_layers, inference):
     assert np.all((samples.numpy() >= 0) & (samples.numpy() <= 1))
     up_stats = model.bottom_up(x)
     assert len(up_stats) == (num_layers if inference == "lvae" else 1)
+
+
+@pytest.mark.parametrize("inference", ["lvae", "vae"])
+def test_seeded_draws_are_mean_plus_scale_times_the_layer_noise(inference):
+    """z_i = mean + stddev * noise.layer_normal(shape, seed, i) under every generator callers
+    choose; a bare int32 seed draws as noise.Seeded(seed)."""
+    model = build_model(_spec(3, inference))
+    x = model.flatten_images(_binary_images(4))
+    up_stats = model.bottom_up(x)
+    for algorithm in (noise.DEFAULT, noise.BOX_MULLER):
+        seed = noise.Seeded(tf.constant(5), algorithm)
+        for i, draw in enumerate(model.posterior_draws(up_stats, 2, seed=seed)):
+            eps = noise.layer_normal(tf.shape(draw.z), seed, i)
+            np.testing.assert_array_equal(draw.z,
+                                          draw.posterior.loc + draw.posterior.scale * eps)
+    bare = model.log_weights(x, 3, seed=tf.constant(5))
+    np.testing.assert_array_equal(bare, model.log_weights(x, 3, seed=noise.Seeded(5)))
+    box_muller = model.log_weights(x, 3, seed=noise.Seeded(5, noise.BOX_MULLER))
+    assert np.abs(bare.numpy() - box_muller.numpy()).min() > 0
 
 
 def test_lvae_posterior_is_the_precision_weighted_merge_of_upward_and_prior_terms():

@@ -13,6 +13,33 @@ def test_algorithm_choice():
     assert noise.algorithm(False) == noise.DEFAULT
 
 
+def test_seeded_is_the_one_noise_argument():
+    """A bare int32 seed means Seeded(seed), the default generator; None the global RNG."""
+    assert noise.Seeded(3) == noise.Seeded(3, noise.DEFAULT)
+    assert noise.seeded(None) is None and noise.layer_seed(None, 0) is None
+    assert noise.seeded(3) == noise.Seeded(3)
+    key = noise.Seeded(3, noise.BOX_MULLER)
+    assert noise.seeded(key) is key
+
+
+@pytest.mark.parametrize("jit, alg", [(False, noise.DEFAULT), (True, noise.THREEFRY),
+                                      (False, noise.BOX_MULLER)])
+def test_layer_noise_draws_from_the_seed_and_layer_pair(jit, alg):
+    """Layer i of a pass seeded by s draws from the pair [s, i] with the pass's generator:
+    the numbers that exact resume and repeated evaluations rely on. A Seeded value passes
+    through tf.function (the seed as a tensor input)."""
+    layer_normal = tf.function(lambda key, layer: noise.layer_normal([4, 3], key, layer),
+                               jit_compile=jit)
+    pair = tf.function(lambda: noise.standard_normal([4, 3], tf.constant([7, 2]), alg),
+                       jit_compile=jit)
+    key = noise.Seeded(tf.constant(7), alg)
+    eps = layer_normal(key, 2)
+    np.testing.assert_array_equal(eps, pair())
+    if alg == noise.DEFAULT:  # a bare seed is the default generator
+        np.testing.assert_array_equal(layer_normal(tf.constant(7), 2), eps)
+    assert np.abs(eps.numpy() - layer_normal(key, 1).numpy()).min() > 0
+
+
 @pytest.mark.parametrize("jit, alg", [(False, noise.DEFAULT), (True, noise.THREEFRY),
                                       (True, noise.DEFAULT), (False, noise.BOX_MULLER),
                                       (True, noise.BOX_MULLER)])

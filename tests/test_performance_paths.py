@@ -92,15 +92,15 @@ def test_lean_log_weights_equal_reference_under_xla():
     lack): XLA vs XLA."""
     model = _model()
     x = model.flatten_images(_images(3))
-    seed = tf.constant(11)
-    xla = tf.function(lambda x: fast_log_weights.log_weights(
-        model, x, 4, seed=seed, noise_alg=noise.THREEFRY), jit_compile=True)
-    xla_reference = tf.function(lambda x: model.log_weights(
-        x, 4, seed=seed, noise_alg=noise.THREEFRY), jit_compile=True)
+    seeded = noise.Seeded(tf.constant(11), noise.THREEFRY)
+    xla = tf.function(lambda x: fast_log_weights.log_weights(model, x, 4, seed=seeded),
+                      jit_compile=True)
+    xla_reference = tf.function(lambda x: model.log_weights(x, 4, seed=seeded),
+                                jit_compile=True)
     np.testing.assert_allclose(xla(x), xla_reference(x), rtol=1e-5, atol=2e-4)
 
 
-def _reference_streamed_bound(model, x, seed, chunk, total, noise_alg):
+def _reference_streamed_bound(model, x, seed, chunk, total, algorithm):
     """log-mean-exp of the reference model.log_weights drawn with the chunk seeds of
     iw_bound_per_example (chunks of `chunk`, then the remainder)."""
     pieces = []
@@ -108,7 +108,7 @@ def _reference_streamed_bound(model, x, seed, chunk, total, noise_alg):
     for index, size in enumerate(sizes):
         chunk_seed = tf.random.stateless_uniform([], seed=tf.stack([seed, index]), minval=None,
                                                  maxval=None, dtype=tf.int32)
-        pieces.append(model.log_weights(x, size, seed=chunk_seed, noise_alg=noise_alg))
+        pieces.append(model.log_weights(x, size, seed=noise.Seeded(chunk_seed, algorithm)))
     return bounds.log_mean_exp(tf.concat(pieces, 0), axis=0)
 
 

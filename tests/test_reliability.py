@@ -138,9 +138,12 @@ def _fill(folder, leave):
 
 def test_a_second_trainer_is_refused_and_the_first_finishes_untouched(tmp_path):
     model_dir = tmp_path / "run"
+    # The first trainer starts as a user starts it (no TF_CPP_MIN_LOG_LEVEL), one line an epoch.
+    user_env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     first = subprocess.Popen([sys.executable, "-m", "tf_lvae.train", *TINY,
-                              f"--model_dir={model_dir}", "--epochs=3"], cwd=REPO_ROOT,
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              f"--model_dir={model_dir}", "--epochs=3",
+                              "--config.train.verbose=2"], cwd=REPO_ROOT,
+                             env=user_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     try:
         # Wait until the first trainer holds the lock, then freeze it there so that it is
@@ -162,12 +165,17 @@ def test_a_second_trainer_is_refused_and_the_first_finishes_untouched(tmp_path):
         assert f"pid {first.pid} on host {socket.gethostname()}" in line
         assert f"since {holder['since']}" in line and "tf_lvae.train" in line
         assert after == before  # the second trainer wrote nothing
-        _, stderr = first.communicate(timeout=300)
+        stdout, stderr = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
             first.send_signal(signal.SIGCONT)
             first.kill()
     assert first.returncode == 0, stderr[-3000:]
+    # A quiet start: none of TensorFlow's start-up lines, no INFO of its checkpoint writer.
+    noise = [line for line in stderr.splitlines()
+             if _TF_NATIVE_LOG.match(line) or "Sharding callback" in line]
+    assert noise == [], stderr[-3000:]
+    assert "Epoch 3/3" in stdout and "elbo:" in stdout
     state = _state(model_dir)
     assert state["finished"] and state["epochs_completed"] == 3
     assert state["checkpoint"] == f"ckpt-{3 * EPOCH_STEPS}"

@@ -194,6 +194,22 @@ def test_resuming_with_another_search_space_is_refused(search):
         tuning.run_search(tiny_base_config(), space, search["model_dir"], verbose=0)
 
 
+def test_tune_shortcut_flags_mean_what_they_mean_to_train_in_every_trial(tmp_path):
+    from tf_lvae import tune
+    space, base = search_space.get_config(), tiny_base_config()
+    tune.apply_shortcuts(base, space, epochs=3, model="vae", layers=2, batch_size=64)
+    model = hypermodel.LVAEHyperModel(base, space)
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare(hp, space)
+    for seed in range(8):  # whatever values the tuner draws
+        values = {entry.name: entry.random_sample(seed) for entry in hp.space}
+        config = hypermodel.trial_config(base, space, values)
+        assert config.train.epochs == 3 and config.model.inference == "vae"
+        assert len(config.model.latent_sizes) == 2 and config.train.batch_size == 64
+    hyperband = tuning.make_tuner(model, str(tmp_path / "h"), "hyperband", max_trials=4)
+    assert hyperband.oracle.max_epochs == 3
+
+
 def test_hyperband_and_bayesian_tuners_search_the_same_space(tmp_path):
     model = hypermodel.LVAEHyperModel(tiny_base_config(), search_space.get_config())
     hyperband = tuning.make_tuner(model, str(tmp_path / "h"), "hyperband", max_trials=4)
@@ -210,7 +226,9 @@ def test_hyperband_and_bayesian_tuners_search_the_same_space(tmp_path):
 
 
 def test_cli_resumes_the_finished_search_and_prints_its_table(search):
-    command = [sys.executable, "-m", "tf_lvae.tune", "--dataset=binarized_mnist",
+    # --epochs=1 is the tiny space's trial.epochs: were it the base config's train.epochs,
+    # the search would differ from the one in model_dir and be refused.
+    command = [sys.executable, "-m", "tf_lvae.tune", "--dataset=binarized_mnist", "--epochs=1",
                f"--search_space={search['space_file']}", "--max_trials=3",
                f"--model_dir={search['model_dir']}", *CONFIG_FLAGS]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)

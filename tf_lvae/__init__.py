@@ -14,10 +14,10 @@ The public Python API (README "Python API" runs it):
     tf_lvae.export_model(model, "exports/lvae")     # a TF Serving SavedModel version
     model.save("lvae.keras"); keras.models.load_model("lvae.keras")
 
-Importing tf_lvae registers the model classes with Keras (so `keras.models.load_model` finds it); the
-other names are imported on first use. Command lines (`python -m tf_lvae.train` ...) skip the
-registration: they parse their flags before anything loads TensorFlow, so a typo is reported
-at once, and import the model when they need it.
+Importing tf_lvae registers the model classes with Keras (so `keras.models.load_model` finds
+them); the other names are imported on first use. Command lines (`python -m tf_lvae.train` ...)
+skip the registration: they parse their flags before anything loads TensorFlow, so a typo is
+reported at once, and import the model when they need it.
 """
 import importlib
 import sys

@@ -1,6 +1,7 @@
 """The library calls behind `tf_lvae`'s public API that no other module offers as one call."""
 from tf_lvae.evaluation import batch_norm_statistics
 from tf_lvae import data
+from tf_lvae import experiment_config
 from tf_lvae.evaluation import likelihood as evaluation
 from tf_lvae.storage import checkpoints
 
@@ -13,7 +14,8 @@ def load_model_dir(model_dir, bn_statistics=batch_norm_statistics.DEFAULT_MODE, 
     The model_dir is only read.
     """
     model, config, _ = checkpoints.load_model(model_dir)
-    batch_norm_statistics.for_evaluation(model, config, bn_statistics, data_dir=data_dir)
+    batch_norm_statistics.for_evaluation(model, experiment_config.resolve(config), bn_statistics,
+                                         data_dir=data_dir)
     return model
 
 
@@ -27,7 +29,8 @@ def use_population_statistics(model, train_images, dataset="binarized_mnist",
     return model
 
 
-def evaluate_model(model, images, iw_samples=5000, seed=0, verbose=0, **kwargs):
+def evaluate_model(model, images, iw_samples=experiment_config.EvalSettings.iw_samples, seed=0,
+                   verbose=0, **kwargs):
     """L_1 and L_K of float32 images [N, h, w, c]: `evaluation.evaluate_images`'s dict (elbo,
     iw_bound, kl_per_layer, active_units_per_layer, ...)."""
     return evaluation.evaluate_images(model, images, iw_samples=iw_samples, seed=seed,

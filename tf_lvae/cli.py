@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -57,34 +58,49 @@ def define_training_flags(argv):
         "config", default_config,
         "Experiment config file (default: configs/<dataset>.py); override fields with "
         "--config.train.epochs=5 etc.")
-    flags.DEFINE_string("dataset", None, "Data set: mnist, binarized_mnist, omniglot, norb, "
-                        "fashion_mnist, mnist_dequantized (default: the config's).")
+    define_shortcut_flags()
     flags.DEFINE_string("model_dir", "runs/default", "Where checkpoints, logs and the config "
                         "go; rerunning with the same model_dir resumes.")
-    flags.DEFINE_string("data_dir", None, "Folder with the data set's original files (works "
-                        "offline).")
-    flags.DEFINE_integer("epochs", None, "Shortcut for --config.train.epochs.")
-    flags.DEFINE_enum("model", None, ["lvae", "vae"], "Shortcut for --config.model.inference.")
-    flags.DEFINE_integer("layers", None, "Keep the bottom N stochastic layers of "
-                         "64-32-16-8-4.")
-    flags.DEFINE_integer("batch_size", None, "Shortcut for --config.train.batch_size.")
     flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker", "tpu"],
                       "tf.distribute strategy (shortcut for --config.train.strategy): mirrored "
                       "= all local GPUs, multi_worker = the cluster in TF_CONFIG; batch_size "
                       "stays the global batch.")
 
 
+def define_shortcut_flags(search=False):
+    """The shortcut flags train and tune share, with the same meaning (search: tune's help,
+    where they hold for every trial); `shortcuts()` reads them."""
+    trials = " in every trial" if search else ""
+    flags.DEFINE_string("dataset", None, "Data set: mnist, binarized_mnist, omniglot, norb, "
+                        "fashion_mnist, mnist_dequantized (default: the config's).")
+    flags.DEFINE_string("data_dir", None, "Folder with the data set's original files (works "
+                        "offline).")
+    flags.DEFINE_integer("epochs", None, "Epochs per trial (shortcut for "
+                         "--search_space.trial.epochs)." if search else
+                         "Shortcut for --config.train.epochs.")
+    flags.DEFINE_enum("model", None, ["lvae", "vae"], f"Shortcut for "
+                      f"--config.model.inference{trials}.")
+    flags.DEFINE_integer("layers", None, f"Keep the bottom N stochastic layers of "
+                         f"64-32-16-8-4{trials}.")
+    flags.DEFINE_integer("batch_size", None, f"Shortcut for --config.train.batch_size{trials}.")
+
+
+def shortcuts():
+    """{name: value} of the shortcut flags (None: not given), as apply_shortcuts takes them."""
+    return {name: FLAGS[name].value
+            for name in ("dataset", "data_dir", "epochs", "model", "layers", "batch_size")}
+
+
 def resolved_config():
-    """The config from --config and its overrides, with the shortcut flags applied."""
+    """The frozen `experiment_config.Experiment` of --config, its overrides and the shortcut
+    flags (resolved once, here; the library takes it as it is)."""
     from tf_lvae import experiment_config
     config = FLAGS.config
     with config.unlocked():
-        experiment_config.apply_shortcuts(
-            config, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, epochs=FLAGS.epochs,
-            model=FLAGS.model, layers=FLAGS.layers, batch_size=FLAGS.batch_size)
+        experiment_config.apply_shortcuts(config, **shortcuts())
         if FLAGS.strategy is not None:
             config.train.strategy = FLAGS.strategy
-    return experiment_config.validate_config(config)
+    return experiment_config.resolve(config)
 
 
 def _fail(message):
@@ -100,24 +116,108 @@ def run(main, define_flags=None):
     define_flags: defines the entry point's flags; a config-file flag parses its default file
     (and the overrides on the command line) already when it is defined.
     """
-    with _flag_errors(sys.argv):
+    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # set: the user's level, unfiltered
+    if quiet:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = DEFAULT_TF_LOG_LEVEL
+    with _flag_errors(sys.argv), _tensorflow_start_up(quiet):
         if define_flags is not None:
-            define_flags()
+            define_flags()  # a config file imports TensorFlow
+
+    def main_after_start_up(argv):
+        with _tensorflow_start_up(quiet):
+            import tensorflow  # noqa: F401  every main uses it; its start-up lines come now
+        return main(argv)
+
     # TensorFlow's own INFO lines ("Sharding callback duration ...") are not the user's news;
     # its warnings and errors, and every line of tf_lvae's, still show.
     absl_logging.get_absl_handler().addFilter(_no_library_info)
-    app.run(main, flags_parser=parse_flags)
+    app.run(main_after_start_up, flags_parser=parse_flags)
+
+
+# --- TensorFlow's start-up lines ------------------------------------------------------------
+# While it loads, TensorFlow 2.21 prints to stderr before its C++ logging reads
+# TF_CPP_MIN_LOG_LEVEL, so that level does not hide these lines:
+#   WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+#   I0000 00:00:... port.cc:153] oneDNN custom operations are on. ...
+#   I0000 00:00:... cudart_stub.cc:31] Could not find cuda drivers on your machine, ...
+#   E0000 00:00:... cuda_platform.cc:52] failed call to cuInit: ... (303)
+# The CLIs point file descriptor 2 at a file while TensorFlow loads and finds its devices, then
+# write back every captured line but those below the C++ level, as TensorFlow would have. The
+# level is DEFAULT_TF_LOG_LEVEL unless the user set TF_CPP_MIN_LOG_LEVEL (0 shows everything);
+# at the default, cuInit failing where the CUDA stub found no driver (a CPU-only machine) is
+# expected and hidden too. If TensorFlow fails to load, every captured line is written back.
+
+DEFAULT_TF_LOG_LEVEL = "2"  # C++ logging: 0 all, 1 no INFO, 2 no WARNING either, 3 nothing
+_SEVERITIES = "IWEF"  # absl's line prefixes, by level
+_LOG_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]*\] ")
+_PRE_INIT_BANNER = "WARNING: All log messages before absl::InitializeLog() is called"
+_NO_CUDA_DRIVER = "Could not find cuda drivers"
+_CUINIT_FAILED = "failed call to cuInit"
+
+
+@contextlib.contextmanager
+def _tensorflow_start_up(quiet):
+    """Hold back TensorFlow's start-up lines (above) if TensorFlow loads inside the block."""
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    captured = tempfile.TemporaryFile()
+    os.dup2(captured.fileno(), 2)
+    try:
+        yield
+        if "tensorflow" in sys.modules:  # finding the devices prints cuInit's line
+            sys.modules["tensorflow"].config.list_physical_devices()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode(errors="replace")
+        captured.close()
+        if "tensorflow" in sys.modules:
+            text = without_start_up_lines(text, os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"),
+                                          quiet)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+def without_start_up_lines(text, level, expected_cuinit=False):
+    """`text` (captured stderr) less the C++ log lines below `level` (TF_CPP_MIN_LOG_LEVEL)
+    and, if expected_cuinit and the CUDA stub found no driver, the failed cuInit."""
+    level = int(level) if str(level).strip().isdigit() else 0
+    no_driver = expected_cuinit and _NO_CUDA_DRIVER in text
+    kept = []
+    for line in text.splitlines(keepends=True):
+        match = _LOG_LINE.match(line)
+        if match and (_SEVERITIES.index(match.group(1)) < level
+                      or (no_driver and _CUINIT_FAILED in line)):
+            continue
+        if level > 0 and line.startswith(_PRE_INIT_BANNER):
+            continue
+        kept.append(line)
+    return "".join(kept)
 
 
 _LIBRARIES = ("tensorflow", "keras", "tf_keras", "tensorflow_datasets", "h5py")
 
 
+# TensorFlow's notes that a call of tf_lvae's uses a deprecated API ("From .../versioned_export
+# .py:127: load (from tensorflow.python.saved_model.loader_impl) is deprecated ..."): news for
+# tf_lvae's developers (tests and the Python API still show them), not for a CLI's user.
+_DEPRECATION_NOTES = os.path.join("tensorflow", "python", "util", "deprecation.py")
+
+
 def _no_library_info(record):
     """logging filter: False for INFO and DEBUG records logged by TensorFlow or Keras code
-    (their own logger, or absl.logging called from their files)."""
+    (their own logger, or absl.logging called from their files), and for TensorFlow's
+    deprecation notes."""
     parts = set(re.split(r"[\\/]", record.pathname or ""))
     library = (record.name.split(".", 1)[0] in _LIBRARIES
                or ("site-packages" in parts and parts & set(_LIBRARIES)))
+    if library and (record.pathname or "").endswith(_DEPRECATION_NOTES):
+        return False
     return record.levelno >= logging.WARNING or not library
 
 

@@ -23,7 +23,7 @@ def define_flags():
     """Flags of this CLI; defined only when run as a program, so importing is side-effect free."""
     flags.DEFINE_string("model_dir", None, "A model_dir written by tf_lvae.train.")
     flags.DEFINE_string("pretrained", None, "Instead of --model_dir: a model shipped with the "
-                        "package (tf_lvae.model_zoo.available()); --output defaults to "
+                        "package (tf_lvae.storage.model_zoo.available()); --output defaults to "
                         "./evaluation_<name>_<split>_K<K>.json.")
     flags.DEFINE_integer("iw_samples", None,
                          "K of L_K (default: the model's config, eval.iw_samples).")

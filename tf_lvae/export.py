@@ -9,7 +9,7 @@ Writes EXPORT_DIR/<version>/saved_model.pb (+ variables/), the layout TF Serving
 <version> defaults to one more than the largest version already there, with TF Serving's
 warm-up requests in assets.extra/. Signatures (version 2, every input batched): encode, sample,
 sample_per_layer, keep_top, interpolate, decode, reconstruct, log_likelihood;
---signature_version=1 writes the earlier scalar-input set (see tf_lvae/serving.py,
+--signature_version=1 writes the earlier scalar-input set (see tf_lvae/serving/signatures.py,
 export/README.md).
 Prints the path of the new version on the last line.
 """
@@ -23,7 +23,7 @@ from tf_lvae import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A model_dir trained by tf_lvae.train.")
 flags.DEFINE_string("pretrained", None, "Instead of --model_dir: a model shipped with the "
-                    "package (tf_lvae.model_zoo.available()).")
+                    "package (tf_lvae.storage.model_zoo.available()).")
 flags.DEFINE_string("export_dir", None, "Folder of versioned SavedModels (TF Serving's "
                     "model base path).", required=True)
 flags.DEFINE_integer("version", None, "Version number (default: the next free one).")

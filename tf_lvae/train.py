@@ -25,9 +25,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     with cli.clear_errors(FLAGS.model_dir, after="training resumes from that checkpoint"):
-        config = cli.resolved_config()
-        from tf_lvae.training import loop as training  # imported late so --help stays fast
-        training.train(config, FLAGS.model_dir)
+        experiment = cli.resolved_config()
+        from tf_lvae.training import loop  # imported late so --help stays fast
+        loop.train(experiment, FLAGS.model_dir)
         print(f"trained model in {FLAGS.model_dir}")
 
 

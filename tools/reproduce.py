@@ -4,9 +4,9 @@
     python tools/reproduce.py --dataset=binarized_mnist --epochs=50 \
         --variants=VAE+BN+WU,LVAE+BN+WU --layers=2,5 --seeds=0,1,2 --iw_samples=1000
 
-Each cell (variant, layers, seed) trains with tf_lvae.training.train into
+Each cell (variant, layers, seed) trains with tf_lvae.training.loop.train into
 OUTPUT_DIR/<variant>/<L>_layers/seed_<s>/ and is evaluated with
-tf_lvae.evaluate.evaluate_model_dir (test L_1 and L_K). After every cell OUTPUT_DIR gets
+tf_lvae.evaluation.trained.evaluate_model_dir (test L_1 and L_K). After every cell OUTPUT_DIR gets
 table.md (Table 2 layout, with data set, binarization, K, epochs, seeds, wall time and
 hardware on every row), results.json and fig3.png. Rerunning skips finished cells and
 resumes interrupted ones. Variants: VAE (no batch norm, no warm-up), VAE+BN, VAE+BN+WU,

@@ -2,8 +2,8 @@
 
 Every function returns a `matplotlib.figure.Figure`; `save(figure, path)` writes a PNG.
 Data panels are real axes; colour bars are extra axes labelled '<colorbar>' (see
-`panel_axes`). Inputs are the plain records that `tf_lvae.diagnostics` writes and
-`tf_lvae.evaluation.evaluate_images` returns.
+`panel_axes`). Inputs are the plain records that `tf_lvae.training.diagnostics` writes and
+`tf_lvae.evaluation.likelihood.evaluate_images` returns.
 """
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -22,23 +22,22 @@ FIGURE_FILES = {"fig2": "fig2_likelihood.png", "fig4": "fig4_kl_per_unit.png",
 LAYERWISE_IMAGES, LAYERWISE_COLUMNS = 3, 8   # images (pairs: 2) and redraws / steps per row
 
 
-def _load_split(dataset, split, data_dir, config_data):
-    return data.load_arrays(dataset, split, data_dir=data_dir,
-                            num_validation=experiment_config.num_validation(config_data))
+def _load_split(dataset, split, data_dir, validation_size=None):
+    return data.load_arrays(dataset, split, data_dir=data_dir, num_validation=validation_size)
 
 
-def _pca_inputs(config_data, split, data_dir, pca_dataset, pca_data_dir, count, seed):
+def _pca_inputs(data_settings, split, data_dir, pca_dataset, pca_data_dir, count, seed):
     """(images, labels or None, note) for Fig. 6: a fixed random subset of `count` examples."""
-    dataset = config_data.get("dataset", "binarized_mnist")
+    dataset = data_settings.dataset
     if pca_dataset and pca_dataset != dataset:
         if data.get_spec(pca_dataset).image_shape != data.get_spec(dataset).image_shape:
             raise ValueError(f"--pca_dataset={pca_dataset} has images of shape "
                              f"{data.get_spec(pca_dataset).image_shape}; the model takes "
                              f"{data.get_spec(dataset).image_shape} ({dataset})")
-        images, labels = _load_split(pca_dataset, split, pca_data_dir, {})
+        images, labels = _load_split(pca_dataset, split, pca_data_dir)
         note = f"encoded examples: {pca_dataset} {split} (the model was trained on {dataset})"
     else:
-        images, labels = _load_split(dataset, split, data_dir, config_data)
+        images, labels = _load_split(dataset, split, data_dir, data_settings.validation_size)
         note = None
         if labels is None:
             note = (f"{dataset} has no class labels, so points are uncoloured "
@@ -118,15 +117,16 @@ def analyze_model_dir(model_dir, output_dir=None, iw_samples=100, split=None, da
     figures: {fig name: matplotlib Figure}; files: {fig name or 'summary': path}.
     """
     model, config, epochs = checkpoints.load_model(model_dir)
-    bn_statistics = batch_norm_statistics.for_evaluation(model, config)
-    config_data = config.get("data", {})
-    dataset = config_data.get("dataset", "binarized_mnist")
-    split = split or config_data.get("eval_split", "test")
-    data_dir = data_dir or config_data.get("data_dir")
+    experiment = experiment_config.resolve(config)
+    bn_statistics = batch_norm_statistics.for_evaluation(model, experiment)
+    data_settings = experiment.data
+    dataset = data_settings.dataset
+    split = split or data_settings.eval_split
+    data_dir = data_dir or data_settings.data_dir
     output_dir = pathlib.Path(output_dir or pathlib.Path(model_dir) / "analysis")
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    images = _load_split(dataset, split, data_dir, config_data)[0]
+    images = _load_split(dataset, split, data_dir, data_settings.validation_size)[0]
     split_size = len(images)
     if max_examples is not None:  # a random subset: some splits are sorted by class
         images = images[diagnostics.subset_indices(len(images), max_examples, seed)]
@@ -151,7 +151,7 @@ def analyze_model_dir(model_dir, output_dir=None, iw_samples=100, split=None, da
             built.pop(name, None)
             skipped[name] = reason
     built["fig5"] = figures.kl_per_layer(result, evaluations)
-    pca_images, labels, note = _pca_inputs(config_data, split, data_dir, pca_dataset,
+    pca_images, labels, note = _pca_inputs(data_settings, split, data_dir, pca_dataset,
                                            pca_data_dir, pca_examples, seed)
     built["fig6"] = figures.latent_pca(_posterior_samples(model, pca_images, seed), labels, note)
     pca = dict(dataset=pca_dataset or dataset, examples=len(pca_images),

@@ -1,8 +1,8 @@
 """The paper's experiment grid: VAE, VAE+BN, VAE+BN+WU and LVAE+BN+WU with 1..5 layers.
 
-`run_grid` trains every cell with `tf_lvae.training.train` into its own model_dir
+`run_grid` trains every cell with `tf_lvae.training.loop.train` into its own model_dir
 (OUTPUT_DIR/<variant>/<L>_layers/seed_<s>), evaluates it with
-`tf_lvae.evaluate.evaluate_model_dir` (test L_1 and L_K) and rewrites, after every cell,
+`tf_lvae.evaluation.trained.evaluate_model_dir` (test L_1 and L_K) and rewrites, after every cell,
 OUTPUT_DIR/table.md (Table 2 layout), results.json and fig3.png. A cell whose
 reproduce_result.json matches the requested settings is not rerun; an interrupted cell
 resumes from its checkpoint. `tools/reproduce.py` is the command line.
@@ -306,7 +306,7 @@ def run_grid(base_config, cells, settings, output_dir, log=print, notes=()):
     """Run (or skip) every cell, rewriting the outputs after each; returns (results, table).
 
     notes: how base_config differs from the data set's config, stated in the table.
-    The grid holds output_dir's lock (tf_lvae.model_dir_lock): a second grid there is refused.
+    The grid holds output_dir's lock (tf_lvae.storage.lock): a second grid there is refused.
     """
     output_dir = pathlib.Path(output_dir)
     variants = list(dict.fromkeys(c.variant for c in cells))

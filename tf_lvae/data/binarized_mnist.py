@@ -16,8 +16,9 @@ _PARTS = ("train", "valid", "test")
 def read_amat(path):
     """Reads one .amat file -> float32 [N, 28, 28, 1] of 0/1 pixels.
 
-    Parsed on the raw bytes (np.loadtxt takes ~20 s on the 78 MB train file): every
-    non-blank byte must be '0' or '1', and every non-empty line must hold exactly 784 of them.
+    Parsed on the raw bytes (np.loadtxt is slow on the 78 MB train file; docs/PERFORMANCE.md):
+    every non-blank byte must be '0' or '1', and every non-empty line must hold exactly 784 of
+    them.
     """
     with open(path, "rb") as f:
         text = np.frombuffer(f.read() + b"\n", np.uint8)

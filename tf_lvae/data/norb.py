@@ -82,7 +82,7 @@ def resize(images):
         raise ValueError(f"norb.resize expects images [B, {SIZE_IN}, {SIZE_IN}, 1], got "
                          f"{images.shape}")
     w = resize_weights()
-    small = w @ images[..., 0].astype(np.float64) @ w.T  # 2 matmuls: ~0.3 ms per image
+    small = w @ images[..., 0].astype(np.float64) @ w.T  # 2 matmuls (docs/PERFORMANCE.md)
     levels = np.clip(np.floor(small + 0.5), 0, 255)  # MATLAB rounds halves up (here: positive)
     return (levels / 255.0).astype(np.float32)[..., None]
 

@@ -75,8 +75,8 @@ def make_dataset(images, spec, batch_size, shuffle=False, seed=0, repeat=False,
         raise ValueError("make_dataset(epoch=...) builds one reproducible epoch: it needs an "
                          f"integer seed and repeat=False, got seed={seed!r}, repeat={repeat!r}")
     # Shuffle and batch indices, then gather one batch at a time: the shuffle buffer holds
-    # int64s instead of a second copy of every image. Either way this runs at >90k examples/s
-    # on 2 CPU cores (batch 32, with binarization), far above what training consumes.
+    # int64s instead of a second copy of every image. Either way this runs far faster than
+    # training consumes (docs/PERFORMANCE.md).
     ds = tf.data.Dataset.range(n)
     if shuffle and epoch is not None:
         ds = tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(

@@ -29,10 +29,11 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lvae import data
+from tf_lvae import experiment_config
 
-MODES = ("population", "moving")
-DEFAULT_MODE = "population"
-DEFAULT_BATCH_SIZE = 2000
+MODES = experiment_config.BN_STATISTICS
+DEFAULT_MODE = experiment_config.EvalSettings.bn_statistics
+DEFAULT_BATCH_SIZE = experiment_config.EvalSettings.bn_statistics_batch_size
 DEFAULT_SEED = 0
 
 
@@ -139,38 +140,31 @@ def applied(model, statistics):
             norm.moving_variance.assign(variance)
 
 
-def _section(config, name):
-    section = config.get(name, {}) if hasattr(config, "get") else {}
-    return section if section is not None else {}
-
-
-def for_evaluation(model, config, mode=None, data_dir=None):
+def for_evaluation(model, experiment, mode=None, data_dir=None):
     """Give `model` the batch-norm statistics `mode` names before it reports or serves numbers.
 
-    config: the model_dir's config (config.json as a dict, or the ConfigDict): which training
-    split, data set and data_dir training read. mode: 'population' (one pass over the training
-    split, `population_statistics`) or 'moving' (Keras' moving averages, as trained); None: the
-    config's eval.bn_statistics ('population' for configs written before the field).
+    experiment: the model_dir's `experiment_config.Experiment` (a config.json dict or ConfigDict
+    is resolved first): which data set, training split and data_dir training read. mode:
+    'population' (one pass over the training split, `population_statistics`) or 'moving'
+    (Keras' moving averages, as trained); None: the experiment's eval.bn_statistics.
     Returns what the model uses: 'population', 'moving', or 'none' (no BatchNorm).
     """
-    data_config, eval_config = _section(config, "data"), _section(config, "eval")
-    mode = mode or eval_config.get("bn_statistics", DEFAULT_MODE)
+    experiment = experiment_config.resolve(experiment)
+    data_settings = experiment.data
+    mode = mode or experiment.eval.bn_statistics
     _check_mode(mode)
     if not batch_norm_layers(model):
         return "none"
     if mode == "moving":
         return "moving"
-    from tf_lvae import experiment_config  # the config helpers import the training stack
-    dataset = data_config.get("dataset", "binarized_mnist")
-    images, _ = data.load_arrays(dataset, data_config.get("train_split", "train"),
-                                 data_dir=data_dir or data_config.get("data_dir"),
-                                 num_validation=experiment_config.num_validation(data_config))
-    max_examples = data_config.get("max_train_examples", 0) or 0
-    if max_examples > 0:
-        images = images[:max_examples]
-    batch_size = eval_config.get("bn_statistics_batch_size", DEFAULT_BATCH_SIZE)
+    images, _ = data.load_arrays(data_settings.dataset, data_settings.train_split,
+                                 data_dir=data_dir or data_settings.data_dir,
+                                 num_validation=data_settings.validation_size)
+    if data_settings.max_train_examples > 0:
+        images = images[:data_settings.max_train_examples]
     assign(population_statistics(
-        model, training_view(images, data.get_spec(dataset), batch_size), DEFAULT_SEED))
+        model, training_view(images, data.get_spec(data_settings.dataset),
+                             experiment.eval.bn_statistics_batch_size), DEFAULT_SEED))
     return "population"
 
 

@@ -12,34 +12,35 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_lvae import experiment_config
 from tf_lvae.model import bounds
 from tf_lvae.fast import log_weights as fast_log_weights
 from tf_lvae.model import noise
 from tf_lvae.model.active_units import ACTIVE_UNIT_THRESHOLD
 
 
-def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None,
-                         noise_alg=noise.DEFAULT, fused=False):
+def iw_bound_per_example(model, images, num_samples, chunk_size, seed=None, fused=False):
     """L_K (eq. 6) per example [B] of images [B, h, w, c], streamed in chunks of samples.
 
     num_samples (K) is a Python int (static chunks, XLA-compilable: what evaluate_images
     uses) or an int32 scalar tensor (a serving input: chunks of dynamic size). With seed=None
-    the samples come from the global RNG; an int32 scalar seed makes the bound reproducible
-    (each chunk draws with a stateless seed derived from (seed, chunk index)), with the
-    generator noise_alg (`evaluate_images`: `noise.BOX_MULLER`). fused: see
-    `fast_log_weights.log_weights`.
+    the samples come from the global RNG; `noise.Seeded(seed, algorithm)` (or a bare int32
+    seed: the default generator) makes the bound reproducible: each chunk draws with that
+    generator from a stateless seed derived from (seed, chunk index); `evaluate_images`
+    passes Box-Muller (`_evaluation_noise`). fused: see `fast_log_weights.log_weights`.
     """
     x = model.flatten_images(images)
     # Per-example work (upward pass, folded BatchNorm, merge precisions) once for all chunks.
     prepared = fast_log_weights.prepare(model, x)
     state = bounds.running_logsumexp_init(tf.shape(x)[:1])
+    seed = noise.seeded(seed)
 
     def chunk_log_weights(index, size):
-        chunk_seed = None if seed is None else tf.random.stateless_uniform(
-            [], seed=tf.stack([tf.cast(seed, tf.int32), index]), minval=None, maxval=None,
-            dtype=tf.int32)
+        chunk_seed = None if seed is None else noise.Seeded(tf.random.stateless_uniform(
+            [], seed=tf.stack([tf.cast(seed.seed, tf.int32), index]), minval=None,
+            maxval=None, dtype=tf.int32), seed.algorithm)
         return fast_log_weights.log_weights(model, x, size, prepared, seed=chunk_seed,
-                                               noise_alg=noise_alg, fused=fused)
+                                            fused=fused)
 
     if tf.is_tensor(num_samples):
         total = tf.cast(num_samples, tf.int32)
@@ -74,8 +75,8 @@ def resolve_jit_compile(jit_compile="auto"):
     """True/False as given; "auto": XLA on a GPU, a plain TF graph on CPU.
 
     On CPU the L_K loop is matmul-bound, and TF's graph kernels (oneDNN matmul fused with
-    bias and activation, TF's own random-normal kernel) run it ~15% faster per core than
-    XLA:CPU's dots and RNG, and scale better to 2 threads (docs/PERFORMANCE.md).
+    bias and activation) run it faster per core than XLA:CPU's dots, and scale better to 2
+    threads (docs/PERFORMANCE.md).
     """
     if jit_compile == "auto":
         return bool(tf.config.list_physical_devices("GPU"))
@@ -94,6 +95,12 @@ def _compiled(model, key, build):
     return functions[key]
 
 
+def _evaluation_noise(seed):
+    """The posterior noise of L_1 and L_K from an int32 seed: Box-Muller, which draws the same
+    numbers in a TF graph and in XLA, and faster than TF's CPU kernel (`noise`)."""
+    return noise.Seeded(seed, noise.BOX_MULLER)
+
+
 def iw_bound_function(model, num_samples, chunk_size, jit_compile="auto"):
     """The compiled L_K that `evaluate_images` runs: f(images [B, h, w, c], seed int32
     scalar) -> L_K per example [B]. As a TF graph (CPU) the elementwise work between the
@@ -101,8 +108,8 @@ def iw_bound_function(model, num_samples, chunk_size, jit_compile="auto"):
     jit = resolve_jit_compile(jit_compile)
 
     def iw_bound(images, seed):
-        return iw_bound_per_example(model, images, num_samples, chunk_size, seed=seed,
-                                    noise_alg=noise.BOX_MULLER, fused=not jit)
+        return iw_bound_per_example(model, images, num_samples, chunk_size,
+                                    seed=_evaluation_noise(seed), fused=not jit)
 
     return _compiled(model, ("iw", num_samples, chunk_size, jit),
                      lambda: tf.function(iw_bound, jit_compile=jit, reduce_retracing=True))
@@ -114,8 +121,7 @@ def _elbo_fn(model, jit_compile):
 
     def elbo(images, seed):
         x = model.flatten_images(images)
-        terms = model.evaluate_terms(x, 1, training=False, seed=seed,
-                                     noise_alg=noise.BOX_MULLER)
+        terms = model.evaluate_terms(x, 1, training=False, seed=_evaluation_noise(seed))
         total_kl = tf.add_n([tf.reduce_sum(kl, -1) for kl in terms["kl_per_unit"]])
         return terms["log_px"] - total_kl, terms["kl_per_unit"]
 
@@ -156,8 +162,13 @@ class _ProgressLines:
         print(line, flush=True)
 
 
-def evaluate_images(model, images, iw_samples=5000, batch_size=256, iw_batch_size=20,
-                    chunk_size=1000, seed=0, jit_compile="auto", verbose=1):
+_DEFAULTS = experiment_config.EvalSettings  # the eval.* config defaults
+
+
+def evaluate_images(model, images, iw_samples=_DEFAULTS.iw_samples,
+                    batch_size=_DEFAULTS.batch_size, iw_batch_size=_DEFAULTS.iw_batch_size,
+                    chunk_size=_DEFAULTS.chunk_size, seed=_DEFAULTS.seed, jit_compile="auto",
+                    verbose=1):
     """Evaluate L_1 and L_K of `model` on float32 images [N, h, w, c]; returns a dict.
 
     jit_compile: True (XLA), False (TF graph) or "auto" (XLA on GPU, graph on CPU: faster

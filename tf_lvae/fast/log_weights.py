@@ -23,7 +23,8 @@ checks it against the reference with the same stateless seeds):
     matmuls stay oneDNN's, which beat XLA:CPU's; only the VAE's latent passes (seeded,
     Box-Muller noise) run as one XLA function, small matmuls included: faster there.
 The noise is drawn per layer, top to bottom, with the shapes and per-layer seeds
-`HierarchicalVAE.posterior_draws` uses, so a stateless seed gives the reference's samples.
+`HierarchicalVAE.posterior_draws` uses (`noise.layer_normal`), so a seed (`noise.Seeded`) gives
+the reference's samples.
 """
 import collections
 
@@ -35,11 +36,6 @@ from tf_lvae.model import noise
 
 # What depends on the examples only: BatchNorm-folded weights and per-example statistics.
 Prepared = collections.namedtuple("Prepared", ["weights", "stats"])
-
-
-def _noise(shape, seed, layer, dtype, alg):
-    layer_seed = None if seed is None else tf.stack([tf.cast(seed, tf.int32), layer])
-    return noise.standard_normal(shape, layer_seed, alg, dtype)
 
 
 def _tile(tensor, num_samples):
@@ -162,8 +158,9 @@ def softplus_by_log(logits):
     """softplus(l) = max(l, 0) + log(1 + exp(-|l|)), elementwise.
 
     tf.nn.softplus uses log1p; since exp(-|l|) is in (0, 1], log(1 + u) is within one float32
-    rounding of 1 (6e-8 absolute) of log1p(u), and XLA:CPU computes it ~25% faster: this is
-    the costliest elementwise pass of L_K (5000 x 784 logits per example).
+    rounding of 1 (6e-8 absolute) of log1p(u), and XLA:CPU computes it faster
+    (docs/PERFORMANCE.md): this is the costliest elementwise pass of L_K (5000 x 784 logits
+    per example).
     """
     return tf.maximum(logits, 0.0) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
 
@@ -206,20 +203,20 @@ def _compiled(function, fused):
 
 
 # ---- The passes.
-def _draw_top(prepared, num_samples, seed, layer, alg):
+def _draw_top(prepared, num_samples, seed, layer):
     """The first draw, z ~ N(mean, std^2) of the per-example statistics tiled over samples;
     returns (z, eps)."""
     stats = prepared.stats
     mean = _tile(stats["mean"], num_samples)
-    eps = _noise(tf.shape(mean), seed, layer, mean.dtype, alg)
+    eps = noise.layer_normal(tf.shape(mean), seed, layer, mean.dtype)
     return mean + _tile(stats["std"], num_samples) * eps, eps
 
 
-def _lvae_latents(model, prepared, num_samples, seed, alg, fused):
+def _lvae_latents(model, prepared, num_samples, seed, fused):
     """z_1 [S*B, D_1] and sum_i log p(z_i|z_{i+1}) - log q(z_i|.) [S*B] for the LVAE."""
     stats, weights = prepared.stats, prepared.weights
     num_layers = model.spec.num_layers
-    z, eps = _draw_top(prepared, num_samples, seed, num_layers - 1, alg)
+    z, eps = _draw_top(prepared, num_samples, seed, num_layers - 1)
     # top layer: log N(z; 0, 1) - log N(z; mean, var) = 0.5 (eps^2 - z^2 + log var)
     log_ratio = (0.5 * tf.reduce_sum(tf.square(eps) - tf.square(z), -1)
                  + 0.5 * _tile(stats["sum_log_var"], num_samples))
@@ -233,17 +230,18 @@ def _lvae_latents(model, prepared, num_samples, seed, alg, fused):
             pre_activations.insert(0, _affine(
                 weights["inference_down_heads"][i], model.inference_down_mlps[i]
                 .apply_inference_weights(weights["inference_down"][i], z)))
-        eps = _noise([tf.shape(z)[0], head.units], seed, i, pre_activations[0].dtype, alg)
+        eps = noise.layer_normal([tf.shape(z)[0], head.units], seed, i,
+                                 pre_activations[0].dtype)
         z, term = layer_terms(*pre_activations, *stats["lower"][i], eps, head.variance_floor)
         log_ratio += term
     return z, log_ratio
 
 
-def _vae_latents(model, prepared, num_samples, seed, alg, fused):
+def _vae_latents(model, prepared, num_samples, seed, fused):
     """z_1 and the log ratio for the bottom-up VAE: q(z_i | z_{i-1}), then the priors."""
     stats, weights = prepared.stats, prepared.weights
     num_layers = model.spec.num_layers
-    z, eps = _draw_top(prepared, num_samples, seed, 0, alg)
+    z, eps = _draw_top(prepared, num_samples, seed, 0)
     zs = [z]
     # -log q(z_1 | x) without log 2pi: 0.5 (eps^2 + log var)
     log_ratio = 0.5 * (tf.reduce_sum(tf.square(eps), -1)
@@ -253,8 +251,8 @@ def _vae_latents(model, prepared, num_samples, seed, alg, fused):
         head = model.up_heads[i]
         pre_activation = _affine(weights["up_heads"][i], model.up_mlps[i]
                                  .apply_inference_weights(weights["up"][i], zs[-1]))
-        eps = _noise([tf.shape(pre_activation)[0], head.units], seed, i,
-                     pre_activation.dtype, alg)
+        eps = noise.layer_normal([tf.shape(pre_activation)[0], head.units], seed, i,
+                                 pre_activation.dtype)
         z, minus_log_q = draw_terms(pre_activation, eps, head.variance_floor)
         zs.append(z)
         log_ratio += minus_log_q
@@ -269,9 +267,9 @@ def _vae_latents(model, prepared, num_samples, seed, alg, fused):
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _vae_latents_xla(model, prepared, num_samples, seed, alg):
+def _vae_latents_xla(model, prepared, num_samples, seed):
     """`_vae_latents` as one XLA function (num_samples a Python int)."""
-    return _vae_latents(model, prepared, num_samples, seed, alg, fused=False)
+    return _vae_latents(model, prepared, num_samples, seed, fused=False)
 
 
 def _log_likelihood(model, prepared, x, z1, fused):
@@ -289,27 +287,28 @@ def _log_likelihood(model, prepared, x, z1, fused):
         pre_activation, tf.cast(x, pre_activation.dtype), head.variance_floor)
 
 
-def log_weights(model, x, num_samples, prepared=None, seed=None, noise_alg=noise.DEFAULT,
-                fused=False):
+def log_weights(model, x, num_samples, prepared=None, seed=None, fused=False):
     """Importance log weights [K, B] of flattened x [B, D_x] in inference mode.
 
     num_samples (K): Python int or int32 scalar tensor. prepared: `prepare(model, x)`, to
-    share the per-example work between chunks. seed: None (global RNG) or an int32 scalar
-    (stateless, the same draws as `model.log_weights(x, K, seed=seed, noise_alg=noise_alg)`).
+    share the per-example work between chunks. seed: the posterior noise, None (the global
+    RNG), `noise.Seeded(seed, algorithm)` or a bare int32 seed (the default generator); a
+    seeded call draws what `model.log_weights(x, K, seed=seed)` does.
     fused: run the elementwise work between matmuls XLA-compiled (for a CPU graph, whose
     oneDNN matmuls beat XLA's; pointless inside an XLA function, which fuses it anyway).
     """
     if prepared is None:
         prepared = prepare(model, x)
+    seed = noise.seeded(seed)
     if model.spec.inference == "lvae":
-        z1, log_ratio = _lvae_latents(model, prepared, num_samples, seed, noise_alg, fused)
-    elif fused and seed is not None and noise_alg == noise.BOX_MULLER:
+        z1, log_ratio = _lvae_latents(model, prepared, num_samples, seed, fused)
+    elif fused and seed is not None and seed.algorithm == noise.BOX_MULLER:
         # The VAE's q and p passes hold twice the LVAE's small matmuls (widths 4-256), and
-        # the pass as one XLA function took 4-8% off its L_5000; the LVAE's top-down pass
-        # as one was slower (docs/PERFORMANCE.md). Box-Muller draws the same numbers in XLA
-        # as in the graph.
-        z1, log_ratio = _vae_latents_xla(model, prepared, num_samples, seed, noise_alg)
+        # the pass as one XLA function is faster there; the LVAE's top-down pass as one was
+        # slower (docs/PERFORMANCE.md). Box-Muller draws the same numbers in XLA as in the
+        # graph.
+        z1, log_ratio = _vae_latents_xla(model, prepared, num_samples, seed)
     else:
-        z1, log_ratio = _vae_latents(model, prepared, num_samples, seed, noise_alg, fused)
+        z1, log_ratio = _vae_latents(model, prepared, num_samples, seed, fused)
     log_px = _log_likelihood(model, prepared, x, z1, fused)
     return tf.reshape(log_px + log_ratio, [num_samples, -1])

@@ -1,13 +1,12 @@
 """Several train steps in one XLA call: Keras' steps_per_execution without the per-step launch.
 
 Keras runs steps_per_execution > 1 as a TF while loop that launches the XLA-compiled step once
-per step. Each launch costs ~2 ms here before and after the step's own work (argument
-buffers for the ~300 weights, optimizer slots and metric variables; measured with the
-profiler: 1.5 ms from the call to the start of execution, 0.8 ms after it), 8-10% of an MNIST
-step. Here the loop itself is inside the XLA program: the batches of one call are fetched
-and stacked first, then one XLA while loop runs `model.train_step` on each in turn. The same
-steps run in the same order on the same data, so weights, noise and metrics are those of
-one step per call (tests/test_step_loop.py).
+per step, and each launch costs time before and after the step's own work (argument buffers
+for the ~300 weights, optimizer slots and metric variables; docs/PERFORMANCE.md). Here the
+loop itself is inside the XLA program: the batches of one call are fetched and stacked first,
+then one XLA while loop runs `model.train_step` on each in turn. The same steps run in the
+same order on the same data, so weights, noise and metrics are those of one step per call
+(tests/test_step_loop.py).
 
 Used only where it is that simple: XLA on, no tf.distribute strategy (replicas go through
 Keras' own loop), tf.data iterators whose batches have static shapes (to stack them).

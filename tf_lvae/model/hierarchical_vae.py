@@ -36,15 +36,12 @@ def tile_samples(tensor, num_samples):
     return tf.tile(tensor, [num_samples, 1])
 
 
-def _draw(distribution, deterministic, seed=None, noise_alg=noise.DEFAULT):
+def _draw(distribution, deterministic, seed, layer):
+    """z of 0-based latent layer `layer`: the mean, or a draw with `noise.layer_normal` eps."""
     if deterministic:
         return distribution.loc
-    eps = noise.standard_normal(tf.shape(distribution.loc), seed, noise_alg)
+    eps = noise.layer_normal(tf.shape(distribution.loc), seed, layer)
     return distribution.loc + distribution.scale * eps  # reparameterisation trick
-
-
-def _layer_seed(seed, layer):
-    return None if seed is None else tf.stack([tf.cast(seed, tf.int32), layer])
 
 
 @keras.saving.register_keras_serializable(package="tf_lvae.model")
@@ -60,7 +57,7 @@ class HierarchicalVAE(keras.Model):
     def from_spec(cls, spec, precision=None):
         """A model of this class with every weight created (called once on a zero batch).
 
-        precision: a Keras dtype policy of `layers.PRECISIONS`, or None for Keras' global
+        precision: a Keras dtype policy of `spec.PRECISIONS`, or None for Keras' global
         policy. Weights are float32 under every policy, so a checkpoint of a mixed-precision
         run restores into a float32 model.
         """
@@ -166,21 +163,21 @@ class HierarchicalVAE(keras.Model):
         return tfd.Normal(zeros, tf.ones_like(zeros))
 
     def posterior_draws(self, up_stats, num_samples=1, training=False, deterministic=False,
-                        seed=None, noise_alg=noise.DEFAULT):
+                        seed=None):
         """Draw z ~ q(z | x) for every layer; returns [LayerDraw] bottom (z_1) to top (z_L).
 
         Each tensor is [num_samples * B, D_i]. With deterministic=True the means are
-        propagated instead of samples (what `encode` serves). noise_alg: the stateless
-        generator of seeded draws (`noise.algorithm`).
+        propagated instead of samples (what `encode` serves). seed: the posterior noise, None
+        (the global RNG, not reproducible), `noise.Seeded(seed, algorithm)` or a bare int32
+        seed (the default generator); layer i's eps is `noise.layer_normal(shape, seed, i)`.
         """
         num_layers = self.spec.num_layers
         if self.spec.inference == "vae":
-            return self._bottom_up_draws(up_stats[0], num_samples, training, deterministic, seed,
-                                        noise_alg)
+            return self._bottom_up_draws(up_stats[0], num_samples, training, deterministic, seed)
         top = up_stats[-1]
         posterior = tfd.Normal(tile_samples(top.loc, num_samples),
                                tile_samples(top.scale, num_samples))
-        z = _draw(posterior, deterministic, _layer_seed(seed, num_layers - 1), noise_alg)
+        z = _draw(posterior, deterministic, seed, num_layers - 1)
         draws = [LayerDraw(z, posterior, self.top_prior(tf.shape(z)[0]))]
         for i in reversed(range(num_layers - 1)):
             prior = self.prior_given_parent(i, z, training)
@@ -190,21 +187,19 @@ class HierarchicalVAE(keras.Model):
                 tile_samples(up_stats[i].variance(), num_samples),
                 top_down.loc, top_down.variance())
             posterior = tfd.Normal(mean_q, tf.sqrt(var_q))
-            z = _draw(posterior, deterministic, _layer_seed(seed, i), noise_alg)
+            z = _draw(posterior, deterministic, seed, i)
             draws.append(LayerDraw(z, posterior, prior))
         return draws[::-1]
 
-    def _bottom_up_draws(self, first_posterior, num_samples, training, deterministic, seed,
-                         noise_alg):
+    def _bottom_up_draws(self, first_posterior, num_samples, training, deterministic, seed):
         posterior = tfd.Normal(tile_samples(first_posterior.loc, num_samples),
                                tile_samples(first_posterior.scale, num_samples))
-        posteriors, zs = [posterior], [_draw(posterior, deterministic, _layer_seed(seed, 0),
-                                             noise_alg)]
+        posteriors, zs = [posterior], [_draw(posterior, deterministic, seed, 0)]
         for i in range(1, self.spec.num_layers):
             posterior = self.up_heads[i](self.up_mlps[i](zs[-1], training=training),
                                          training=training)
             posteriors.append(posterior)
-            zs.append(_draw(posterior, deterministic, _layer_seed(seed, i), noise_alg))
+            zs.append(_draw(posterior, deterministic, seed, i))
         priors = [self.prior_given_parent(i, zs[i + 1], training)
                   for i in range(self.spec.num_layers - 1)]
         priors.append(self.top_prior(tf.shape(zs[-1])[0]))
@@ -222,9 +217,10 @@ class HierarchicalVAE(keras.Model):
         return tf.reshape(pixels, [-1, *self.spec.image_shape])
 
     # ------------------------------------------------------------------- objective terms
-    def evaluate_terms(self, x, num_samples=1, training=False, up_stats=None, seed=None,
-                       noise_alg=noise.DEFAULT):
-        """Per-sample terms of both bounds for flattened x [B, D] (seeded draws: `noise`).
+    def evaluate_terms(self, x, num_samples=1, training=False, up_stats=None, seed=None):
+        """Per-sample terms of both bounds for flattened x [B, D].
+
+        seed: the posterior noise (`posterior_draws`): None, `noise.Seeded` or an int32 seed.
 
         Returns a dict of tensors over num_samples * B rows:
           log_px:       log p(x | z_1)                        [S * B]
@@ -235,8 +231,7 @@ class HierarchicalVAE(keras.Model):
         """
         if up_stats is None:
             up_stats = self.bottom_up(x, training)
-        draws = self.posterior_draws(up_stats, num_samples, training, seed=seed,
-                                     noise_alg=noise_alg)
+        draws = self.posterior_draws(up_stats, num_samples, training, seed=seed)
         log_px = tf.reduce_sum(
             self.decode(draws[0].z, training).log_prob(tile_samples(x, num_samples)), axis=-1)
         kl_per_unit, log_ratio = [], 0.0
@@ -256,10 +251,13 @@ class HierarchicalVAE(keras.Model):
                 kl_per_unit.append(log_q_minus_log_p)
         return dict(log_px=log_px, kl_per_unit=kl_per_unit, log_pz_minus_log_qz=log_ratio)
 
-    def log_weights(self, x, num_samples, up_stats=None, seed=None, noise_alg=noise.DEFAULT):
-        """Importance log weights log p(x, z_k) - log q(z_k | x) in inference mode: [K, B]."""
+    def log_weights(self, x, num_samples, up_stats=None, seed=None):
+        """Importance log weights log p(x, z_k) - log q(z_k | x) in inference mode: [K, B].
+
+        seed: the posterior noise (`posterior_draws`): None, `noise.Seeded` or an int32 seed.
+        """
         terms = self.evaluate_terms(x, num_samples, training=False, up_stats=up_stats,
-                                    seed=seed, noise_alg=noise_alg)
+                                    seed=seed)
         return tf.reshape(terms["log_px"] + terms["log_pz_minus_log_qz"], [num_samples, -1])
 
     # ------------------------------------------------------------------------ generation
@@ -283,9 +281,8 @@ class HierarchicalVAE(keras.Model):
         return tf.reshape(pixels, [-1, *self.spec.image_shape])
 
     def sample(self, num_samples, temperature=1.0, seed=None):
-        """Images from the prior [num_samples, h, w, c]; a fixed seed gives the same images."""
-        noises = []
-        for i, size in enumerate(self.spec.latent_sizes):
-            shape = [num_samples, size]
-            noises.append(noise.standard_normal(shape, _layer_seed(seed, i)))
+        """Images from the prior [num_samples, h, w, c]; a fixed seed gives the same images
+        (seed as in `posterior_draws`)."""
+        noises = [noise.layer_normal([num_samples, size], seed, i)
+                  for i, size in enumerate(self.spec.latent_sizes)]
         return self.decode_noise(noises, temperature)

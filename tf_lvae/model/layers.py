@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tf_lvae.model import gaussian_math
-from tf_lvae.model.spec import ACTIVATIONS
+from tf_lvae.model.spec import ACTIVATIONS, PRECISIONS
 
 tfd = tfp.distributions
 
@@ -21,8 +21,6 @@ BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9
 
 
-# Keras dtype policies a model can be built with (`build_model(spec, precision)`).
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @contextlib.contextmanager

@@ -1,18 +1,29 @@
 """Standard-normal noise of the reparameterisation trick, and which generator draws it.
 
-Seeded noise is stateless, a pure function of the seed, so a resumed run or a repeated
-evaluation draws the same numbers. The counter-based generator matters for speed: XLA:CPU
-expands Philox (TensorFlow's default on CPU and GPU) into scalar 64-bit multiplies, which
-took ~7% of an XLA-compiled LVAE train step here, while its Threefry vectorises and costs
-about nothing (docs/PERFORMANCE.md). TensorFlow's own CPU kernels have only Philox. So
-XLA-compiled train steps draw with Threefry and other training code with the default.
+This module is the one seam between the model and the speed of its random numbers. The
+model's methods take one noise argument, `seed`:
+  * None: the global RNG, not reproducible;
+  * `Seeded(seed, algorithm)`: stateless draws, a pure function of the int32 seed, so a resumed
+    run or a repeated evaluation draws the same numbers; a bare int32 seed is
+    `Seeded(seed)`, the default generator.
+Latent layer i of a pass draws from the seed pair [seed, i] (`layer_normal`), in the model and
+in its fast twin (`tf_lvae.fast.log_weights`) alike. The model never chooses a generator; its
+callers do, once each:
 
-Evaluation (L_1, L_K) draws with BOX_MULLER: Threefry bits turned into normals by the
-Box-Muller transform, always XLA-compiled (inline in XLA code, as a small XLA function called
-from a TF graph). The L_5000 pass draws 620k normals per example; TF's CPU kernel took ~5 ms
-for them and this ~2 ms (docs/PERFORMANCE.md), and a TF-graph and an XLA evaluation now draw
-the same numbers.
+  DEFAULT (Philox, TensorFlow's default): training run as TF ops, and serving. TensorFlow's
+    own CPU kernels have only Philox.
+  THREEFRY: XLA-compiled train steps (`algorithm(jit_compile)`, in
+    `tf_lvae.training.train_step`). XLA:CPU expands Philox into scalar 64-bit multiplies, a
+    measurable share of an XLA-compiled LVAE train step, while its Threefry vectorises
+    (docs/PERFORMANCE.md).
+  BOX_MULLER: evaluation's L_1 and L_K (`tf_lvae.evaluation.likelihood`): Threefry bits turned
+    into normals by the Box-Muller transform, always XLA-compiled (inline in XLA code, as a
+    small XLA function called from a TF graph). The L_5000 pass draws 620k normals per
+    example, which this generator draws faster than TF's CPU kernel (docs/PERFORMANCE.md),
+    and a TF-graph and an XLA evaluation draw the same numbers.
+The generators are different streams: the same seed draws different numbers under each.
 """
+import collections
 import math
 
 import tensorflow as tf
@@ -31,6 +42,40 @@ def algorithm(jit_compile):
     """The training generator for code compiled with XLA (jit_compile=True) or run as TF
     ops."""
     return THREEFRY if jit_compile else DEFAULT
+
+
+class Seeded(collections.namedtuple("Seeded", ["seed", "algorithm"], defaults=[DEFAULT])):
+    """Reproducible noise: stateless draws from `seed` with generator `algorithm`.
+
+    seed: an int32 scalar (Python int or tensor) keying a pass, or the int32 pair [2] of one
+    draw (`layer_seed`). algorithm: DEFAULT, THREEFRY or BOX_MULLER. A namedtuple, so that
+    tf.function traces the seed as a tensor input and the algorithm as a Python constant.
+    """
+    __slots__ = ()
+
+
+def seeded(seed):
+    """The noise argument `seed` as None (the global RNG) or a `Seeded`: a bare int32 seed
+    becomes `Seeded(seed)`, the default generator."""
+    return seed if seed is None or isinstance(seed, Seeded) else Seeded(seed)
+
+
+def layer_seed(seed, layer):
+    """The seed of 0-based latent layer `layer` in a pass seeded by `seed` (`seeded`): None,
+    or the same generator on the int32 pair [seed, layer]."""
+    seed = seeded(seed)
+    if seed is None:
+        return None
+    return Seeded(tf.stack([tf.cast(seed.seed, tf.int32), layer]), seed.algorithm)
+
+
+def layer_normal(shape, seed, layer, dtype=tf.float32):
+    """N(0, I) noise of `shape` for 0-based latent layer `layer` of a pass seeded by `seed`:
+    the eps of every posterior draw and prior sample (`layer_seed`)."""
+    key = layer_seed(seed, layer)
+    if key is None:
+        return standard_normal(shape, dtype=dtype)
+    return standard_normal(shape, key.seed, key.algorithm, dtype)
 
 
 def standard_normal(shape, seed=None, alg=DEFAULT, dtype=tf.float32):
@@ -59,7 +104,7 @@ def sin_cos_of_turns(angle_bits):
 
     The top 2 of the 31 bits select the quadrant exactly, so the polynomials only ever see
     [0, pi/2), where they are accurate to float32 (XLA:CPU's general sin/cos, with their range
-    reduction, made a Box-Muller transform ~15x slower).
+    reduction, made a Box-Muller transform far slower; docs/PERFORMANCE.md).
     """
     quadrant = tf.bitwise.right_shift(angle_bits, 29)
     fraction = tf.bitwise.bitwise_and(angle_bits, (1 << 29) - 1)

@@ -11,6 +11,8 @@ PAPER_HIDDEN_SIZES = (512, 256, 128, 64, 32)
 # The LVAE's upward MLP of layer i > 1 reads d_{i-1} (eq. 13) or mu_hat_{i-1} (the authors'
 # `-only_mu_up True`).
 UPWARD_INPUTS = ("hidden", "mean")
+# Keras dtype policies a model can be built with (`HierarchicalVAE.from_spec(spec, precision)`).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass(frozen=True)

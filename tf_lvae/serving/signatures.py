@@ -17,7 +17,7 @@ on row r of the inputs only (per-row seeds, BatchNorm in inference mode):
                     -> images: posterior of layers k..L kept, layers below k redrawn
   interpolate       images_a, images_b [B, h, w, c], layer int32 [B], weight float32 [B] in
                     [0, 1] -> images: layer k's posterior mean moved from a's to b's
-                    (`tf_lvae.generation` states each in full)
+                    (`tf_lvae.model.generation` states each in full)
   decode            z1_noise, ..., zL_noise float32 [B, D_i] (standard-normal noise per layer)
                     -> images [B, h, w, c]; multiplying every noise by T is temperature T.
   reconstruct       images [B, h, w, c] -> images [B, h, w, c] (posterior-mean reconstruction)
@@ -35,7 +35,7 @@ Inputs are checked inside the graph (tf.debugging asserts), so a bad request fai
 InvalidArgumentError that says what was wrong, in TF Serving as in Python. Keras 3 models
 must be exported through `keras.export.ExportArchive`: `tf.saved_model.save` of the model
 itself loads in Python but not in TF Serving's loader. Writing numbered versions safely, with
-warm-up requests: `tf_lvae.versioned_export`.
+warm-up requests: `tf_lvae.serving.versioned_export`.
 """
 import dataclasses
 

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_lvae import experiment_config
 from tf_lvae.serving import signatures as serving
 from tf_lvae.storage import checkpoints
 
@@ -194,15 +195,16 @@ def export_model_dir(model_dir, export_dir, version=None, limits=serving.Serving
                      signature_version=serving.SIGNATURE_VERSION):
     """Export the latest checkpoint of a trained model_dir; returns export_dir/<version>.
 
-    Raises tf_lvae.model_dir.ModelDirError, before anything is written, when model_dir holds
+    Raises tf_lvae.storage.model_dir.ModelDirError, before anything is written, when model_dir holds
     no trained checkpoint.
     """
     from tf_lvae.evaluation import batch_norm_statistics
     model, config, epochs = checkpoints.load_model(model_dir)
+    experiment = experiment_config.resolve(config)
     # The export serves with the population statistics of the final weights (config's choice).
-    bn_statistics = batch_norm_statistics.for_evaluation(model, config)
+    bn_statistics = batch_norm_statistics.for_evaluation(model, experiment)
     metadata = dict(model_dir=os.path.abspath(model_dir), epochs_trained=epochs,
-                    dataset=config.get("data", {}).get("dataset"), bn_statistics=bn_statistics)
+                    dataset=experiment.data.dataset, bn_statistics=bn_statistics)
     return export_model(model, export_dir, version, limits, metadata, signature_version)
 
 
@@ -213,6 +215,6 @@ def export_pretrained(name, export_dir, version=None, limits=serving.ServingLimi
     card = model_zoo.model_card(name)
     model = model_zoo.load(name)
     metadata = dict(pretrained=name, epochs_trained=card["epochs"],
-                    dataset=card["config"].get("data", {}).get("dataset"),
+                    dataset=experiment_config.resolve(card["config"]).data.dataset,
                     bn_statistics=card["bn_statistics"], test_bounds=card["test_bounds"])
     return export_model(model, export_dir, version, limits, metadata, signature_version)

@@ -105,8 +105,8 @@ def _move_checkpoint_files(prefix, damaged_dir):
 def load_model(model_dir):
     """Rebuild the model of `model_dir` and restore its latest checkpoint's weights.
 
-    Returns (model, config dict, epochs completed). Raises model_dir_lib.ModelDirError when there is no
-    trained checkpoint.
+    Returns (model, config dict, epochs completed): the model a `HierarchicalVAE` (no train
+    step). Raises model_dir_lib.ModelDirError when there is no trained checkpoint.
     """
     model_dir = str(model_dir)
     if not os.path.isdir(model_dir):
@@ -114,13 +114,15 @@ def load_model(model_dir):
     spec = model_dir_lib.read_spec(model_dir)
     state = tf.train.get_checkpoint_state(os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR))
     if state is None or not state.all_model_checkpoint_paths:
-        raise model_dir_lib.ModelDirError(f"{model_dir} has no trained checkpoint in {model_dir_lib.CHECKPOINT_DIR}/ "
-                            "(did training run for at least one epoch?)")
+        raise model_dir_lib.ModelDirError(
+            f"{model_dir} has no trained checkpoint in {model_dir_lib.CHECKPOINT_DIR}/ "
+            "(did training run for at least one epoch?)")
     model = HierarchicalVAE.from_spec(spec)
     checkpoint = make_checkpoint(model)
     # The newest checkpoint that reads back whole, with finite values.
     restore_newest_valid(checkpoint, state.all_model_checkpoint_paths, partial=True)
-    config = model_dir_lib.read_json(pathlib.Path(model_dir) / model_dir_lib.CONFIG_FILE, default={})
+    config = model_dir_lib.read_json(pathlib.Path(model_dir) / model_dir_lib.CONFIG_FILE,
+                                     default={})
     return model, config, int(checkpoint.epoch.numpy())
 
 

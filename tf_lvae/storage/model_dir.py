@@ -2,13 +2,13 @@
 
     model_dir/
       config.json            the resolved experiment config
-      model_spec.json        the architecture (tf_lvae.model_spec.ModelSpec)
+      model_spec.json        the architecture (tf_lvae.model.spec.ModelSpec)
       training_state.json    epochs completed, whether training finished
       checkpoints/           tf.train.CheckpointManager (newest 3): model, optimizer, epochs and
                              batches done, metric accumulators (fault_tolerance.TrainingCheckpoint);
                              damaged/ holds checkpoints that failed to restore
       logs/                  TensorBoard scalars (train/ and validation/)
-      .lock                  while a trainer owns the model_dir (tf_lvae.model_dir_lock)
+      .lock                  while a trainer owns the model_dir (tf_lvae.storage.lock)
 
 Every file is written whole or not at all (a temporary file renamed into place). A write that
 fails for lack of space or permission raises StorageError, naming what could not be written
@@ -32,7 +32,7 @@ SPEC_FILE = "model_spec.json"
 STATE_FILE = "training_state.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
-LOCK_FILE = ".lock"  # tf_lvae.model_dir_lock
+LOCK_FILE = ".lock"  # tf_lvae.storage.lock
 
 
 class ModelDirError(ValueError):
@@ -111,8 +111,9 @@ def _umask():
     return mask
 
 
-def write_text_atomically(path, text):
-    """Write `text` to a temporary file beside `path` and rename it over, never half a file.
+def write_atomically(path, write):
+    """Call `write(binary_file)` on a temporary file beside `path`, then rename it over:
+    `path` is never half a file.
 
     On a storage fault raises StorageError; `path` keeps its previous content and the
     temporary file is removed.
@@ -121,10 +122,10 @@ def write_text_atomically(path, text):
     with storage_errors(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", newline="") as handle:
+            with os.fdopen(fd, "wb") as handle:
                 # mkstemp's 0600 would make config.json etc. private: the umask's usual mode
                 os.fchmod(handle.fileno(), 0o666 & ~_umask())
-                handle.write(text)
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())  # a full disk fails here, not after the rename
             os.replace(tmp, path)
@@ -132,6 +133,11 @@ def write_text_atomically(path, text):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def write_text_atomically(path, text):
+    """write_atomically of `text` (UTF-8)."""
+    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def write_json_atomically(path, payload):

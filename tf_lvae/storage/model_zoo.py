@@ -4,10 +4,11 @@
     python -m tf_lvae.export --pretrained=mnist_lvae5 --export_dir=exports/mnist_lvae5
     python -m tf_lvae.evaluate --pretrained=mnist_lvae5 --data_dir=../shared/data/mnist
 
-Each model is two files in tf_lvae/storage/pretrained_models/: NAME.npz (every weight by its Keras path,
-float32, with the population batch-norm statistics of its training set as the moving
-statistics, so no training data is needed to use it) and NAME.json (the ModelSpec, the training
-config, epochs, the test bounds `tf_lvae.evaluate` gave, the machine and the commands).
+Each model is two files in tf_lvae/storage/pretrained_models/: NAME.npz (every weight by its
+Keras path, float32, with the population batch-norm statistics of its training set as the
+moving statistics, so no training data is needed to use it) and NAME.json (the ModelSpec, the
+training config, epochs, the test bounds `tf_lvae.evaluate` gave, the machine and the
+commands).
 `tools/package_pretrained.py` writes both from a finished model_dir.
 """
 import json
@@ -69,9 +70,6 @@ def save(model, name, card, directory=PRETRAINED_DIR):
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {_key(v): v.numpy().astype(np.float32) for v in model.weights}
     target = directory / f"{name}.npz"
-    partial = directory / f".{name}.npz.tmp"
-    with open(partial, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    partial.replace(target)
+    model_dir_lib.write_atomically(target, lambda handle: np.savez_compressed(handle, **arrays))
     model_dir_lib.write_json_atomically(directory / f"{name}.json", card)
     return target

@@ -25,7 +25,6 @@ import tensorflow as tf
 from tf_lvae.evaluation import batch_norm_statistics
 from tf_lvae import data
 from tf_lvae.evaluation import likelihood as evaluation
-from tf_lvae import experiment_config
 from tf_lvae.storage import model_dir as model_dir_lib
 
 DIAGNOSTICS_DIR = "diagnostics"
@@ -222,8 +221,9 @@ def _subset(images, count):
     return np.asarray(images[subset_indices(len(images), count)], np.float32)
 
 
-def from_config(config, model_dir, train_images, eval_images=None, population=None):
-    """The diagnostics callbacks a config asks for ([] when train.diagnostics_every_epochs=0).
+def from_settings(experiment, model_dir, train_images, eval_images=None, population=None):
+    """The diagnostics callbacks an `experiment_config.Experiment` asks for ([] when
+    train.diagnostics_every_epochs=0).
 
     population: `batch_norm_statistics.TrainingSplitStatistics` to evaluate with (None: the
     moving averages).
@@ -232,31 +232,24 @@ def from_config(config, model_dir, train_images, eval_images=None, population=No
     and from the training split (binarized once with a fixed seed when the data set binarizes
     dynamically, as the eval splits are).
     """
-    train = config.train
-    every = train.get("diagnostics_every_epochs", 0)
-    if not every:
+    train, data_settings = experiment.train, experiment.data
+    if not train.diagnostics_every_epochs:
         return []
-    count = train.get("diagnostics_examples", 1000)
-    iw_samples = train.get("diagnostics_iw_samples", 100)
-    for name, value in (("diagnostics_every_epochs", every), ("diagnostics_examples", count),
-                        ("diagnostics_iw_samples", iw_samples)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"train.{name} must be an integer >= 1 (every_epochs 0 disables "
-                             f"diagnostics), got {value!r}")
+    count = train.diagnostics_examples
     if eval_images is None:
         eval_images = data.load_arrays(
-            config.data.dataset, config.data.eval_split, data_dir=config.data.data_dir,
-            num_validation=experiment_config.num_validation(config.data))[0]
+            data_settings.dataset, data_settings.eval_split, data_dir=data_settings.data_dir,
+            num_validation=data_settings.validation_size)[0]
     train_subset = _subset(train_images, count)
-    if data.get_spec(config.data.dataset).binarization == "dynamic":
+    if data.get_spec(data_settings.dataset).binarization == "dynamic":
         uniform = np.random.default_rng(TRAIN_SUBSET_BINARIZATION_SEED).random(
             train_subset.shape, dtype=np.float32)
         train_subset = (uniform < train_subset).astype(np.float32)
     subsets = {"eval": _subset(eval_images, count), "train": train_subset}
-    names = {"eval": config.data.eval_split, "train": config.data.train_split}
+    names = {"eval": data_settings.eval_split, "train": data_settings.train_split}
     return [TrainingDiagnostics(
-        os.fspath(model_dir), subsets, every_epochs=every, iw_samples=iw_samples,
-        total_epochs=train.epochs,
-        seed=config.train.seed, batch_size=config.eval.batch_size,
+        os.fspath(model_dir), subsets, every_epochs=train.diagnostics_every_epochs,
+        iw_samples=train.diagnostics_iw_samples, total_epochs=train.epochs, seed=train.seed,
+        batch_size=experiment.eval.batch_size,
         jit_compile="auto", split_names=names,  # XLA on GPU, TF graph on CPU (faster)
         population=population)]

@@ -18,7 +18,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+from tf_lvae.experiment_config import STRATEGIES
+
 _CREATED = {}  # one strategy of each kind per process: a second one's collectives would clash
 
 

@@ -36,36 +36,12 @@ from tf_lvae.training import distribute
 from tf_lvae.storage import model_dir as model_dir_lib
 from tf_lvae.storage import checkpoints
 
-# Defaults of the config.train fields read here (configs/base.py sets them).
-DEFAULTS = dict(strategy="default", tpu="", sync_batch_norm=False, checkpoint_every_steps=500,
-                max_consecutive_skips=10, steps_per_execution=1, precision="float32",
-                clip_global_norm=0.0, clip_value=0.0, lr_decay_factor=1.0,
-                lr_decay_every_epochs=0, init_from="")
-
 # Where training stands: epochs done, batches done of epoch `epoch`, and the checkpoint read.
 Resume = collections.namedtuple("Resume", ["epoch", "step_in_epoch", "path"])
 
 
 class NonFiniteTrainingError(FloatingPointError):
     """Training produced non-finite values it cannot skip past."""
-
-
-def train_option(config, name):
-    """config.train.<name>, or its default for configs written before the field existed."""
-    return config.train.get(name, DEFAULTS[name])
-
-
-def validate_config(config):
-    """Raise ValueError naming a bad distribution or fault-tolerance field of config.train."""
-    strategy = train_option(config, "strategy")
-    if strategy not in distribute.STRATEGIES:
-        raise ValueError(f"train.strategy must be one of {', '.join(distribute.STRATEGIES)}, "
-                         f"got {strategy!r}")
-    for name, minimum in (("checkpoint_every_steps", 0), ("max_consecutive_skips", 1),
-                          ("steps_per_execution", 1)):
-        value = train_option(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ValueError(f"train.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 class TrainingCheckpoint:

@@ -26,8 +26,9 @@ from tf_lvae.storage import checkpoints
 from tf_lvae.training import train_step
 
 
-def _prepare_model_dir(model_dir, config, spec):
+def _prepare_model_dir(model_dir, experiment):
     """Create model_dir, or check that an existing one holds the same architecture."""
+    spec = experiment.model
     path = pathlib.Path(model_dir)
     spec_path = path / model_dir_lib.SPEC_FILE
     if spec_path.exists():
@@ -39,12 +40,12 @@ def _prepare_model_dir(model_dir, config, spec):
     path.mkdir(parents=True, exist_ok=True)
     # Atomic like every file of a model_dir: a kill mid-write must not break the next resume.
     model_dir_lib.write_json_atomically(spec_path, json.loads(spec.to_json()))
-    model_dir_lib.write_json_atomically(path / model_dir_lib.CONFIG_FILE, config.to_dict())
+    model_dir_lib.write_json_atomically(path / model_dir_lib.CONFIG_FILE, experiment.to_dict())
 
 
-def _load_split(config, split):
-    return data.load_arrays(config.data.dataset, split, data_dir=config.data.data_dir,
-                            num_validation=experiment_config.num_validation(config.data))[0]
+def _load_split(data_settings, split):
+    return data.load_arrays(data_settings.dataset, split, data_dir=data_settings.data_dir,
+                            num_validation=data_settings.validation_size)[0]
 
 
 def learning_rate_schedule(learning_rate, decay_factor=1.0, decay_every_steps=0):
@@ -90,77 +91,73 @@ def _restore_weights(model, init_from):
 def train(config, model_dir, extra_callbacks=()):
     """Train (or resume) the model a config describes; returns (model, keras History or None).
 
+    config: an `experiment_config.Experiment`, or a ConfigDict / dict it resolves from.
+
     Everything that can be wrong with the config or the data is checked before model_dir is
     touched. The chief holds model_dir's lock throughout (model_dir_lock.py): a second trainer
     is refused with ModelDirBusyError before it writes anything.
     """
+    experiment = experiment_config.resolve(config)
     with model_dir_lock.ModelDirLock(model_dir) as lock:
-        return _train(config, model_dir, extra_callbacks, lock)
+        return _train(experiment, model_dir, extra_callbacks, lock)
 
 
-def _train(config, model_dir, extra_callbacks, lock):
-    experiment_config.validate_config(config)
-    fault_tolerance.validate_config(config)
-
-    def option(name):
-        return fault_tolerance.train_option(config, name)
-
+def _train(experiment, model_dir, extra_callbacks, lock):
+    settings, data_settings = experiment.train, experiment.data
     # First, before any other TensorFlow op: multi_worker configures the collective runtime.
-    strategy = distribute.make_strategy(option("strategy"), option("tpu"))
+    strategy = distribute.make_strategy(settings.strategy, settings.tpu)
     chief = distribute.is_chief(strategy)  # only the chief writes the model_dir
     if chief:
         lock.acquire()  # released by train(); removes the folder again if nothing is written
-    spec = experiment_config.model_spec(config)
-    data_spec = data.get_spec(config.data.dataset)
-    train_images = _load_split(config, config.data.train_split)
-    if config.data.max_train_examples > 0:
-        train_images = train_images[:config.data.max_train_examples]
-    eval_every = config.train.eval_every_epochs
-    eval_images = _load_split(config, config.data.eval_split) if eval_every else None
+    spec = experiment.model
+    data_spec = data.get_spec(data_settings.dataset)
+    train_images = _load_split(data_settings, data_settings.train_split)
+    if data_settings.max_train_examples > 0:
+        train_images = train_images[:data_settings.max_train_examples]
+    eval_every = settings.eval_every_epochs
+    eval_images = _load_split(data_settings, data_settings.eval_split) if eval_every else None
     # Training's evaluations (validation, diagnostics) use population batch-norm statistics.
     population = None
-    if (config.eval.get("bn_statistics", batch_norm_statistics.DEFAULT_MODE) == "population"
-            and spec.batch_norm and option("strategy") == "default"):  # replicas: moving
+    if (experiment.eval.bn_statistics == "population" and spec.batch_norm
+            and settings.strategy == "default"):  # replicas: moving
         population = batch_norm_statistics.TrainingSplitStatistics(
-            train_images, data_spec,
-            config.eval.get("bn_statistics_batch_size", batch_norm_statistics.DEFAULT_BATCH_SIZE))
-    diagnostics_callbacks = diagnostics.from_config(config, model_dir, train_images, eval_images,
-                                                    population)
-    steps_per_epoch = len(train_images) // config.train.batch_size
+            train_images, data_spec, experiment.eval.bn_statistics_batch_size)
+    diagnostics_callbacks = diagnostics.from_settings(experiment, model_dir, train_images,
+                                                      eval_images, population)
+    steps_per_epoch = len(train_images) // settings.batch_size
     if steps_per_epoch < 1:
         raise experiment_config.ConfigError(
-            f"train.batch_size={config.train.batch_size} is larger than the "
-            f"{len(train_images)} training examples of {config.data.train_split!r}")
-    if config.train.batch_size % strategy.num_replicas_in_sync:
+            f"train.batch_size={settings.batch_size} is larger than the "
+            f"{len(train_images)} training examples of {data_settings.train_split!r}")
+    if settings.batch_size % strategy.num_replicas_in_sync:
         raise experiment_config.ConfigError(
-            f"train.batch_size={config.train.batch_size} (the global batch) must be a multiple "
+            f"train.batch_size={settings.batch_size} (the global batch) must be a multiple "
             f"of the {strategy.num_replicas_in_sync} replicas of strategy "
-            f"{option('strategy')!r}")
+            f"{settings.strategy!r}")
 
-    init_from = option("init_from")
+    init_from = settings.init_from
     if init_from:  # checked before model_dir is touched
         _check_init_from(init_from, spec)
     if chief:
-        _prepare_model_dir(model_dir, config, spec)
+        _prepare_model_dir(model_dir, experiment)
     else:  # other workers' diagnostics would write the chief's files again
         diagnostics_callbacks = []
-    keras.utils.set_random_seed(config.train.seed)
+    keras.utils.set_random_seed(settings.seed)
     with strategy.scope():
-        model = train_step.build_model(spec, option("precision"))
-        if option("sync_batch_norm"):
+        model = train_step.build_model(spec, settings.precision)
+        if settings.sync_batch_norm:
             distribute.synchronize_batch_norm(model)
-        model.configure_objective(config.train.mc_samples, config.train.iw_samples,
-                                  config.train.warmup_epochs * steps_per_epoch,
-                                  noise_seed=config.train.seed,
-                                  clip_global_norm=option("clip_global_norm"),
-                                  clip_value=option("clip_value"))
+        model.configure_objective(settings.mc_samples, settings.iw_samples,
+                                  settings.warmup_epochs * steps_per_epoch,
+                                  noise_seed=settings.seed,
+                                  clip_global_norm=settings.clip_global_norm,
+                                  clip_value=settings.clip_value)
         learning_rate = learning_rate_schedule(
-            config.train.learning_rate, option("lr_decay_factor"),
-            option("lr_decay_every_epochs") * steps_per_epoch)
-        optimizer = make_optimizer(learning_rate, config.train.adam_epsilon,
-                                   option("precision"))
+            settings.learning_rate, settings.lr_decay_factor,
+            settings.lr_decay_every_epochs * steps_per_epoch)
+        optimizer = make_optimizer(learning_rate, settings.adam_epsilon, settings.precision)
         model.compile(optimizer=optimizer,
-                      jit_compile=distribute.jit_compile_for(strategy, config.train.jit_compile))
+                      jit_compile=distribute.jit_compile_for(strategy, settings.jit_compile))
         optimizer.build(model.trainable_variables)
 
     state = fault_tolerance.TrainingCheckpoint(
@@ -170,17 +167,17 @@ def _train(config, model_dir, extra_callbacks, lock):
     if resume is None and init_from:  # a new run starts from another run's weights
         _restore_weights(model, init_from)
         logging.info("started from the weights of %s", init_from)
-    requested_steps_per_call = option("steps_per_execution")
-    if option("strategy") != "default" and requested_steps_per_call > 1:
+    requested_steps_per_call = settings.steps_per_execution
+    if settings.strategy != "default" and requested_steps_per_call > 1:
         # Keras' multi-step while loop fails under MirroredStrategy (an unfed placeholder
         # in its step's cond); replicas run one step per call.
         logging.info("train.steps_per_execution=%d not used with strategy %r: one step per "
-                     "call", requested_steps_per_call, option("strategy"))
+                     "call", requested_steps_per_call, settings.strategy)
         requested_steps_per_call = 1
     # A plain attribute until fit builds its train function (Keras 3).
     model.steps_per_execution = fault_tolerance.steps_per_call(
         requested_steps_per_call, steps_per_epoch, resume.step_in_epoch if resume else 0)
-    if resume and resume.epoch >= config.train.epochs:
+    if resume and resume.epoch >= settings.epochs:
         logging.info("%s already trained for %d epochs; nothing to do", model_dir,
                      resume.epoch)
         state.close()
@@ -190,18 +187,18 @@ def _train(config, model_dir, extra_callbacks, lock):
         train_tensor = tf.convert_to_tensor(train_images, tf.float32)
 
     def epoch_dataset(epoch):  # epoch e's order and bits depend on (seed, e) only
-        return data.make_dataset(train_tensor, data_spec, config.train.batch_size, shuffle=True,
-                                 seed=config.train.seed, epoch=epoch, drop_remainder=True)
+        return data.make_dataset(train_tensor, data_spec, settings.batch_size, shuffle=True,
+                                 seed=settings.seed, epoch=epoch, drop_remainder=True)
 
-    eval_ds = (data.make_dataset(eval_images, data_spec, config.eval.batch_size)
+    eval_ds = (data.make_dataset(eval_images, data_spec, experiment.eval.batch_size)
                if eval_every else None)
     bn_callbacks = ([batch_norm_statistics.PopulationStatisticsForValidation(population)]
                     if eval_every and population is not None else [])
     callbacks = [
         *bn_callbacks,  # first: validation runs with the population statistics
         fault_tolerance.ResumableCheckpoint(
-            state, steps_per_epoch, config.train.epochs, option("checkpoint_every_steps"),
-            option("max_consecutive_skips"), resume,
+            state, steps_per_epoch, settings.epochs, settings.checkpoint_every_steps,
+            settings.max_consecutive_skips, resume,
             os.path.join(model_dir, model_dir_lib.STATE_FILE) if chief else None),
         *([keras.callbacks.TensorBoard(os.path.join(model_dir, model_dir_lib.LOG_DIR),
                                        write_graph=False)] if chief else []),
@@ -211,9 +208,9 @@ def _train(config, model_dir, extra_callbacks, lock):
     ]
     try:
         history = fault_tolerance.fit_resumable(
-            model, epoch_dataset, resume, config.train.epochs, steps_per_epoch,
+            model, epoch_dataset, resume, settings.epochs, steps_per_epoch,
             validation_data=eval_ds, validation_freq=max(eval_every, 1),
-            callbacks=callbacks, verbose=config.train.verbose)
+            callbacks=callbacks, verbose=settings.verbose)
         distribute.barrier(strategy)
     finally:
         state.close()

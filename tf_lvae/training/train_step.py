@@ -151,17 +151,24 @@ class TrainableVAE(HierarchicalVAE):
     def _images(data):
         return data[0] if isinstance(data, (tuple, list)) else data
 
+    def _posterior_noise(self, offset, counter):
+        """The posterior noise of one step: None without a noise seed (the global RNG), else
+        stateless from (noise_seed + offset, counter, replica), drawn with Threefry in an
+        XLA-compiled step and the default generator otherwise (`noise.algorithm`)."""
+        if self.noise_seed is None:
+            return None
+        return noise.Seeded(distribute.replica_seed(self.noise_seed + offset, counter),
+                            noise.algorithm(self.jit_compile))
+
     def train_step(self, data):
         x = self.flatten_images(self._images(data))
         step = self.optimizer.iterations
         beta = warmup_beta(step, self.warmup_steps)
-        seed = (None if self.noise_seed is None
-                else distribute.replica_seed(self.noise_seed, step))
         # The forward pass updates BatchNorm's moving statistics: keep them for a skipped step.
         saved_statistics = [tf.identity(v) for v in self.non_trainable_weights]
         with tf.GradientTape() as tape:
             terms = self.evaluate_terms(x, self.mc_samples * self.iw_samples, training=True,
-                                        seed=seed, noise_alg=noise.algorithm(self.jit_compile))
+                                        seed=self._posterior_noise(0, step))
             objective = training_objective(terms, self.mc_samples, self.iw_samples, beta)
             loss = -tf.reduce_mean(objective)
             # The optimizer sums the replicas' gradients: 1/R makes it the global mean's.
@@ -190,8 +197,6 @@ class TrainableVAE(HierarchicalVAE):
         x = self.flatten_images(self._images(data))
         # With a noise seed, batch b of an evaluation draws from (seed, b): the metrics of
         # given weights do not depend on what ran before (e.g. on a resumed run).
-        seed = (None if self.noise_seed is None else distribute.replica_seed(
-            self.noise_seed + 1, self.trackers["loss"].count))
-        terms = self.evaluate_terms(x, 1, training=False, seed=seed,
-                                    noise_alg=noise.algorithm(self.jit_compile))
+        terms = self.evaluate_terms(x, 1, training=False,
+                                    seed=self._posterior_noise(1, self.trackers["loss"].count))
         return self._record(terms, training_objective(terms, 1, 1, 1.0), tf.constant(1.0))

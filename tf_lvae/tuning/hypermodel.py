@@ -2,9 +2,9 @@
 
 The search space (`configs/search_space.py`) names each hyperparameter's type and range and the
 experiment-config field it sets; `LVAEHyperModel` declares them on a `keras_tuner.HyperParameters`,
-turns one set of values into a full experiment config, trains it with `tf_lvae.training.train`
+turns one set of values into a full experiment config, trains it with `tf_lvae.training.loop.train`
 into a normal model_dir (so an interrupted trial resumes from its checkpoint), and scores it
-with the validation importance-weighted bound computed by `tf_lvae.evaluation.evaluate_images`,
+with the validation importance-weighted bound computed by `tf_lvae.evaluation.likelihood.evaluate_images`,
 the code `python -m tf_lvae.evaluate` runs.
 """
 import math
@@ -222,16 +222,17 @@ class LVAEHyperModel(keras_tuner.HyperModel):
         --chunk_size=K --iw_batch_size=B --max_examples=N --seed=S` gives the same numbers.
         """
         objective = self.space.objective
-        images, _ = data.load_arrays(config.data.dataset, "validation",
-                                     data_dir=config.data.data_dir,
-                                     num_validation=experiment_config.num_validation(config.data))
+        experiment = experiment_config.resolve(config)
+        images, _ = data.load_arrays(experiment.data.dataset, "validation",
+                                     data_dir=experiment.data.data_dir,
+                                     num_validation=experiment.data.validation_size)
         if objective.max_examples > 0:
             images = images[:objective.max_examples]
         # The trial's checkpoint is written already: the population statistics go into the
         # model in memory only, as `tf_lvae.evaluate` does.
-        bn_statistics = batch_norm_statistics.for_evaluation(model, config)
+        bn_statistics = batch_norm_statistics.for_evaluation(model, experiment)
         result = evaluation.evaluate_images(
-            model, images, iw_samples=objective.iw_samples, batch_size=config.eval.batch_size,
+            model, images, iw_samples=objective.iw_samples, batch_size=experiment.eval.batch_size,
             iw_batch_size=objective.iw_batch_size, chunk_size=objective.iw_samples,
             seed=objective.seed, verbose=0)
         result["bn_statistics"] = bn_statistics

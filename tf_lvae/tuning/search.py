@@ -5,12 +5,12 @@
       search/              keras-tuner's project (oracle.json, tuner0.json, trial_<id>/trial.json)
         trial_<id>/model/  each trial as a normal tf_lvae model_dir (resumable)
         trial_<id>/run.json  seconds the trial took, its model_dir, the error of a failed trial
-      results.csv, results.json   the summary table (tf_lvae.tuning_results)
+      results.csv, results.json   the summary table (tf_lvae.tuning.results)
       best/                the best trial's model_dir, ready for tf_lvae.evaluate / export
 
 Rerunning with the same model_dir reloads keras-tuner's state (overwrite=False): finished
 trials are not rerun, an interrupted trial resumes from its checkpoint, and a larger
-max_trials adds trials. A search holds model_dir's lock (tf_lvae.model_dir_lock) and every
+max_trials adds trials. A search holds model_dir's lock (tf_lvae.storage.lock) and every
 trial its own model_dir's; a storage fault (no space, read-only) stops the search with
 model_dir.StorageError instead of failing one trial after another.
 """
