@@ -29,6 +29,6 @@ setuptools.setup(
     ],
     extras_require={
         "serving": ["tensorflow-serving-api>=2.20"],
-        "test": ["pytest", "tensorflow-serving-api>=2.20"],
+        "test": ["pytest", "pytest-xdist", "tensorflow-serving-api>=2.20"],
     },
 )

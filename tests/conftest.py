@@ -30,9 +30,16 @@ def tiny_config(**train_overrides):
 
 
 @pytest.fixture(scope="session")
-def trained_model_dir(tmp_path_factory):
-    """A model_dir holding a tiny LVAE trained for 3 short epochs (shared, read-only)."""
+def trained(tmp_path_factory):
+    """(model_dir, model, History) of a tiny LVAE trained for 3 short epochs, tiny_config(epochs=3)
+    (shared, read-only)."""
     from tf_lvae.training import loop as training
     model_dir = tmp_path_factory.mktemp("trained") / "model"
-    training.train(tiny_config(epochs=3), str(model_dir))
-    return model_dir
+    model, history = training.train(tiny_config(epochs=3), str(model_dir))
+    return model_dir, model, history
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(trained):
+    """The model_dir of `trained`."""
+    return trained[0]

@@ -31,6 +31,7 @@ def test_train_cli_errors_are_clear_and_write_nothing(tmp_path, args, message):
     assert not model_dir.exists()
 
 
+@pytest.mark.slow
 def test_train_cli_reads_real_mnist_idx_files_from_data_dir(tmp_path):
     mnist_dir = SHARED_DATA / "mnist"
     if not mnist_dir.exists():

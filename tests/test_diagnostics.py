@@ -177,6 +177,7 @@ def test_likelihood_curves_need_records():
 
 # ------------------------------------------------------------------ analysis
 
+@pytest.mark.slow
 def test_analyze_writes_every_figure_and_summary(trained_dir, tmp_path):
     output = analyze_model_dir(trained_dir, tmp_path / "analysis", iw_samples=5,
                                max_examples=300, pca_examples=300)
@@ -198,6 +199,7 @@ def test_analyze_writes_every_figure_and_summary(trained_dir, tmp_path):
     assert (tmp_path / "analysis" / "summary.md").read_text() == summary
 
 
+@pytest.mark.slow
 def test_analyze_without_diagnostics_skips_curves(trained_dir, tmp_path):
     copy = tmp_path / "model"
     shutil.copytree(trained_dir, copy, ignore=shutil.ignore_patterns(
@@ -211,6 +213,7 @@ def test_analyze_without_diagnostics_skips_curves(trained_dir, tmp_path):
         analyze_model_dir(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_analyze_cli(trained_dir, tmp_path):
     """The command line, colouring Fig. 6 by digit with real MNIST where it is available."""
     command = [sys.executable, "-m", "tf_lvae.analyze", f"--model_dir={trained_dir}",

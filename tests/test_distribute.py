@@ -166,6 +166,7 @@ def _weights(path):
     return [weights[key] for key in weights.files]
 
 
+@pytest.mark.slow
 def test_two_replicas_train_like_one_device(runs):
     results = json.loads((runs / "results.json").read_text())
     assert results["default"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
@@ -178,6 +179,7 @@ def test_two_replicas_train_like_one_device(runs):
     assert two["elbo"][1] > two["elbo"][0] + 20          # and it is learning
 
 
+@pytest.mark.slow
 def test_without_noise_two_replicas_reach_the_weights_of_one_device(runs):
     means = json.loads((runs / "results.json").read_text())["means"]
     assert means["max_difference"] < MEANS_TOLERANCE
@@ -186,6 +188,7 @@ def test_without_noise_two_replicas_reach_the_weights_of_one_device(runs):
         np.testing.assert_allclose(two[key], one[key], rtol=MEANS_TOLERANCE)
 
 
+@pytest.mark.slow
 def test_two_workers_end_with_identical_weights(runs):
     first, second = _weights(runs / "worker0.npz"), _weights(runs / "worker1.npz")
     assert len(first) == len(second) == len(_weights(runs / "mirrored.npz"))
@@ -199,11 +202,13 @@ def test_two_workers_end_with_identical_weights(runs):
     assert state["finished"] and state["checkpoint"] == "ckpt-32"
 
 
+@pytest.mark.slow
 def test_a_global_batch_the_replicas_cannot_share_is_rejected(runs):
     error = json.loads((runs / "results.json").read_text())["odd_batch_error"]
     assert "batch_size=33 (the global batch) must be a multiple of the 2 replicas" in error
 
 
+@pytest.mark.slow
 def test_two_replicas_clip_the_global_gradient_like_one_device(runs):
     clipped = json.loads((runs / "results.json").read_text())["clipped"]
     assert clipped["change_from_unclipped"] > 100 * MEANS_TOLERANCE   # the clipping binds

@@ -633,6 +633,7 @@ def test_version_1_export_keeps_the_scalar_signatures(exports):
                                                  z2_noise=("float32", [-1, 4]))
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_and_runs_the_export(fresh, model, images):
     processes, work = fresh["processes"], fresh["work"]
     show = processes["show"]
@@ -653,6 +654,7 @@ def test_saved_model_cli_shows_and_runs_the_export(fresh, model, images):
 
 
 @pytest.mark.parametrize("loader", ["tf1", "tf2"])
+@pytest.mark.slow
 def test_encode_decode_reconstruct_match_the_in_memory_model(fresh, loader, model, images,
                                                              noises):
     outputs = fresh["outputs"]
@@ -666,6 +668,7 @@ def test_encode_decode_reconstruct_match_the_in_memory_model(fresh, loader, mode
 
 
 @pytest.mark.parametrize("loader", ["tf1", "tf2"])
+@pytest.mark.slow
 def test_sample_is_reproducible_by_seed_row_by_row(fresh, loader, model):
     outputs = fresh["outputs"]
     first = outputs[f"{loader}/sample/images"]
@@ -682,6 +685,7 @@ def test_sample_is_reproducible_by_seed_row_by_row(fresh, loader, model):
 
 
 @pytest.mark.parametrize("loader", ["tf1", "tf2"])
+@pytest.mark.slow
 def test_version_1_sample_is_unchanged(fresh, loader, model):
     outputs = fresh["outputs_v1"]
     first = outputs[f"{loader}/sample_seed1/images"]
@@ -692,6 +696,7 @@ def test_version_1_sample_is_unchanged(fresh, loader, model):
 
 
 @pytest.mark.parametrize("loader", ["tf1", "tf2"])
+@pytest.mark.slow
 def test_layerwise_signatures_match_tf_lvae_generation(fresh, loader, model, images, noises):
     outputs = fresh["outputs"]
     arrays = _arrays(images, noises)
@@ -710,6 +715,7 @@ def test_layerwise_signatures_match_tf_lvae_generation(fresh, loader, model, ima
 
 
 @pytest.mark.parametrize("signature", serving.SIGNATURES)
+@pytest.mark.slow
 def test_merged_requests_match_the_same_requests_alone(fresh, signature):
     """TF Serving's batching: two requests merged and padded, against each row sent alone."""
     outputs = fresh["outputs"]
@@ -735,6 +741,7 @@ def test_merged_requests_match_the_same_requests_alone(fresh, signature):
         assert spread > 1e-2, f"{signature}/{key}: the rows are alike, proving nothing"
 
 
+@pytest.mark.slow
 def test_log_likelihood_agrees_with_tf_lvae_evaluation(fresh, model, images):
     outputs = fresh["outputs"]
     per_seed = np.stack([outputs[f"tf1/log_likelihood_seed{s}/log_likelihood"]
@@ -764,6 +771,7 @@ def test_log_likelihood_agrees_with_tf_lvae_evaluation(fresh, model, images):
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED_ERRORS))
+@pytest.mark.slow
 def test_bad_inputs_are_refused_with_a_clear_error(fresh, case):
     served = fresh["errors"][f"tf1/{case}"]
     assert EXPECTED_ERRORS[case] in served, served[:2000]
@@ -780,6 +788,7 @@ def test_every_new_signature_has_bad_request_cases():
 
 
 @pytest.mark.parametrize("signature_version", [2, 1])
+@pytest.mark.slow
 def test_warmup_records_replay_through_the_tf1_loader(fresh, exports, signature_version):
     replayed = fresh["warmup"][str(exports[signature_version])]
     assert [r["signature"] for r in replayed] == list(
@@ -1033,6 +1042,7 @@ def test_a_crash_before_the_rename_leaves_no_version(model, tmp_path, monkeypatc
     assert sorted(p.name for p in export_dir.iterdir()) == ["3"]
 
 
+@pytest.mark.slow
 def test_a_killed_export_leaves_nothing_tf_serving_would_load(model_dir, tmp_path):
     """The process dies (no cleanup runs) right after the SavedModel files are written."""
     export_dir = tmp_path / "exports"

@@ -130,6 +130,7 @@ def _load(root, name):
     return [weights[key] for key in weights.files], history
 
 
+@pytest.mark.slow
 def test_run_killed_mid_epoch_and_rerun_ends_like_an_uninterrupted_run(killed_and_resumed):
     root, resumed_from, output = killed_and_resumed
     assert f"resuming from {root / 'resumed' / 'checkpoints'}/ckpt-{resumed_from}" in output
@@ -173,6 +174,7 @@ def _compiled_model(seed=0):
 
 
 @pytest.mark.parametrize("how", ["truncated", "corrupted"])
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_is_reported_and_the_previous_one_used(
         killed_and_resumed, tmp_path, caplog, how):
     model_dir = tmp_path / "run"
@@ -197,6 +199,7 @@ def test_damaged_newest_checkpoint_is_reported_and_the_previous_one_used(
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
+@pytest.mark.slow
 def test_no_usable_checkpoint_is_a_clear_error(killed_and_resumed, tmp_path):
     model_dir = tmp_path / "run"
     shutil.copytree(killed_and_resumed[0] / "resumed", model_dir)

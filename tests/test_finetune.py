@@ -21,6 +21,7 @@ def _weights(model):
     return [v.numpy() for v in model.weights]
 
 
+@pytest.mark.slow
 def test_finetuning_starts_from_the_weights_decays_and_resumes_exactly(tmp_path):
     base_config = tiny_config(epochs=1)
     base_config.data.max_train_examples = 1024
@@ -54,11 +55,9 @@ def test_finetuning_starts_from_the_weights_decays_and_resumes_exactly(tmp_path)
         np.testing.assert_array_equal(a, b)
 
 
-def test_init_from_a_different_architecture_is_refused_before_writing(tmp_path):
-    base_config = tiny_config(epochs=1)
-    base_config.data.max_train_examples = 512
-    training.train(base_config, str(tmp_path / "base"))
-    config = _finetune_config(tmp_path / "base", 1)
+def test_init_from_a_different_architecture_is_refused_before_writing(tmp_path,
+                                                                     trained_model_dir):
+    config = _finetune_config(trained_model_dir, 1)   # a tiny_config() model: 16-8, 64-32
     config.model.latent_sizes, config.model.hidden_sizes = (8, 4), (32, 16)
     with pytest.raises(model_dir_lib.ModelDirError, match="holds a different model"):
         training.train(config, str(tmp_path / "other"))

@@ -75,6 +75,7 @@ def test_threefry_differs_from_the_default_stream():
     assert not np.allclose(xla, default)
 
 
+@pytest.mark.slow
 def test_xla_train_step_draws_with_threefry(monkeypatch):
     """An XLA-compiled train step asks for Threefry, a TF-graph one for the default."""
     import keras

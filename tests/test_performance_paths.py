@@ -27,8 +27,19 @@ SMALL = dict(image_shape=(6, 6, 1), latent_sizes=(6, 4, 2), hidden_sizes=(16, 8,
 # The authors' options one at a time and all together (configs/mnist_authors.py).
 AUTHORS = dict(batch_norm_heads=True, upward_input="mean", share_top_down=False,
                leaky_relu_slope=0.01)
-OPTIONS = [{}] + [{name: value} for name, value in AUTHORS.items()] + [AUTHORS]
-OPTION_IDS = ["paper"] + list(AUTHORS) + ["authors"]
+LVAE_ONLY = {"upward_input", "share_top_down"}  # the VAE has no ladder: nothing to vary
+# Both option sets for every (likelihood, model); each option alone for Bernoulli pixels.
+# The fast tier keeps both option sets of both models for one likelihood each.
+FAST_LEAN_CASES = {("bernoulli", "lvae", "paper"), ("bernoulli", "lvae", "authors"),
+                   ("bernoulli", "vae", "paper"), ("bernoulli", "vae", "authors"),
+                   ("gaussian", "lvae", "authors"), ("gaussian", "vae", "paper")}
+LEAN_CASES = [pytest.param(likelihood, inference, options, id=f"{likelihood}-{inference}-{name}",
+                           marks=[] if (likelihood, inference, name) in FAST_LEAN_CASES
+                           else [pytest.mark.slow])
+              for likelihood in ("bernoulli", "gaussian") for inference in ("lvae", "vae")
+              for name, options in [("paper", {}), ("authors", AUTHORS)] + [
+                  (name, {name: value}) for name, value in AUTHORS.items()
+                  if likelihood == "bernoulli" and (inference == "lvae" or name not in LVAE_ONLY)]]
 
 
 def _model(inference="lvae", likelihood="bernoulli", seed=0, **options):
@@ -69,9 +80,7 @@ def test_folded_batch_norm_head_equals_inference_call():
                                head.pre_activation(h, training=False), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
-@pytest.mark.parametrize("inference", ["lvae", "vae"])
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood, inference, options", LEAN_CASES)
 def test_lean_log_weights_equal_reference(inference, likelihood, options):
     model = _model(inference, likelihood, **options)
     x = model.flatten_images(_images(3))
@@ -125,9 +134,13 @@ def test_streamed_bound_equals_reference_bound():
     np.testing.assert_allclose(bound(images), expected, rtol=1e-5, atol=2e-4)
 
 
-@pytest.mark.parametrize("options", [{}, AUTHORS], ids=["paper", "authors"])
-@pytest.mark.parametrize("inference", ["lvae", "vae"])
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("jit_compile, inference, options", [
+    pytest.param(jit, inference, options, id=f"{jit}-{inference}-{name}",
+                 # the fast tier: the CPU graph of both models, XLA (GPU path) of one
+                 marks=[pytest.mark.slow] if jit and (inference, name) != ("lvae", "authors")
+                 else [])
+    for jit in (False, True) for inference in ("lvae", "vae")
+    for name, options in (("paper", {}), ("authors", AUTHORS))])
 def test_production_bound_equals_reference_bound(jit_compile, inference, options):
     """What evaluate_images runs (CPU: a graph with fused elementwise work, the VAE's latent
     pass as one XLA function; GPU: XLA), with evaluation's Box-Muller noise, equals the
@@ -142,6 +155,7 @@ def test_production_bound_equals_reference_bound(jit_compile, inference, options
                                atol=2e-4)
 
 
+@pytest.mark.slow
 def test_evaluate_images_graph_equals_xla():
     """The CPU graph and XLA draw the same Box-Muller noise: the same bounds up to float
     rounding of different matmul kernels."""

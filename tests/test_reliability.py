@@ -136,6 +136,7 @@ def _fill(folder, leave):
 
 # --- one trainer per model_dir --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_trainer_is_refused_and_the_first_finishes_untouched(tmp_path):
     model_dir = tmp_path / "run"
     # The first trainer starts as a user starts it (no TF_CPP_MIN_LOG_LEVEL), one line an epoch.
@@ -194,6 +195,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_a_stale_lock_of_a_killed_trainer_is_taken_over_with_a_note(tmp_path, one_epoch):
     from tf_lvae.storage import lock as model_dir_lock
     model_dir = tmp_path / "run"
@@ -258,6 +260,7 @@ def _assert_checkpoint_fault(line, model_dir, reason):
     assert not (model_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_during_a_checkpoint_is_reported_and_resumable(tmp_path, one_epoch):
     model_dir = tmp_path / "run"
     shutil.copytree(one_epoch, model_dir)
@@ -280,6 +283,7 @@ def test_a_file_size_limit_during_a_checkpoint_is_reported_and_resumable(tmp_pat
     assert not leftover.exists() and not (model_dir / ".training_state.json.x1y2.tmp").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_is_reported(tmp_path, one_epoch):
     with _tmpfs(tmp_path / "disk", "4m") as disk:
         model_dir = disk / "run"
@@ -302,6 +306,7 @@ def _limit_and_drop(drop_dac):
 
 
 @pytest.mark.parametrize("how", ["read-only file system", "permission denied"])
+@pytest.mark.slow
 def test_an_unwritable_model_dir_is_reported_and_left_as_it_was(tmp_path, one_epoch, how):
     preexec_fn = None
     if how == "read-only file system":
@@ -357,6 +362,7 @@ def _assert_export_fault(result, export_dir, first, reason):
     assert (first / "saved_model.pb").exists()
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_during_an_export_publishes_nothing(tmp_path, one_epoch,
                                                               first_export):
     export_dir = tmp_path / "exports"
@@ -368,6 +374,7 @@ def test_a_file_size_limit_during_an_export_publishes_nothing(tmp_path, one_epoc
     assert _snapshot(export_dir) == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_an_export_publishes_nothing(tmp_path, one_epoch, first_export):
     with _tmpfs(tmp_path / "disk", "3m") as disk:
         export_dir = disk / "exports"
@@ -380,6 +387,7 @@ def test_a_full_disk_during_an_export_publishes_nothing(tmp_path, one_epoch, fir
         assert _snapshot(export_dir) == before
 
 
+@pytest.mark.slow
 def test_a_storage_fault_stops_a_search_instead_of_failing_every_trial(tmp_path):
     model_dir = tmp_path / "search"
     result = _run("tf_lvae.tune", "--search_space=configs/search_space.py:smoke",

@@ -48,6 +48,7 @@ def grid(tmp_path_factory):
     return output_dir, results, table, lines
 
 
+@pytest.mark.slow
 def test_grid_trains_and_evaluates_each_cell(grid):
     output_dir, results, _, lines = grid
     assert [(r["variant"], r["layers"]) for r in results] == [("VAE", 2), ("LVAE+BN+WU", 2)]
@@ -67,6 +68,7 @@ def test_grid_trains_and_evaluates_each_cell(grid):
         assert np.isfinite(result["train_elbo"])
 
 
+@pytest.mark.slow
 def test_table_has_paper_layout_and_provenance(grid):
     output_dir, results, table, _ = grid
     assert (output_dir / "table.md").read_text() == table
@@ -83,6 +85,7 @@ def test_table_has_paper_layout_and_provenance(grid):
     assert f"the first {EXAMPLES} examples" in table
 
 
+@pytest.mark.slow
 def test_fig3_is_a_readable_three_panel_png(grid):
     output_dir, results, _, _ = grid
     image = matplotlib.image.imread(output_dir / "fig3.png")
@@ -91,6 +94,7 @@ def test_fig3_is_a_readable_three_panel_png(grid):
     assert len(figures.panel_axes(figure)) == 3
 
 
+@pytest.mark.slow
 def test_rerun_from_the_command_line_skips_finished_cells(grid):
     output_dir, results, _, _ = grid
     stamps = {p: p.stat().st_mtime_ns for p in output_dir.rglob("*") if p.is_file()

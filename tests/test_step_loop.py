@@ -41,6 +41,7 @@ def one_step_per_call():
     return model, _run(model, 6)
 
 
+@pytest.mark.slow  # XLA compiles: ~10 s each on 2 cores
 @pytest.mark.parametrize("steps_per_execution, expected_calls", [(3, 2), (4, 2)])
 def test_fused_loop_trains_as_one_step_per_call(one_step_per_call, steps_per_execution,
                                                 expected_calls):
@@ -73,6 +74,7 @@ def test_used_only_where_it_applies():
     assert not step_loop.applies(model)
 
 
+@pytest.mark.slow
 def test_python_iterators_take_keras_own_loop():
     """train_on_batch feeds a Python generator: Keras' function runs it, 1 step per batch."""
     model = _model(4)

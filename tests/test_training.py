@@ -22,14 +22,13 @@ def test_warmup_beta_rises_linearly_then_stays_at_one():
     assert float(warmup_beta(0, 0)) == 1.0  # N = 0 disables warm-up
 
 
-def test_short_training_run_clearly_improves_the_test_elbo(tmp_path):
+def test_short_training_run_clearly_improves_the_test_elbo(trained):
+    _, model, history = trained   # tiny_config(epochs=3), trained once for the session
     config = tiny_config(epochs=3)
     test_images = data.load_arrays("binarized_mnist", "test")[0][:1000]
     keras.utils.set_random_seed(config.train.seed)
     untrained = build_model(experiment_config.model_spec(config))
     before = evaluate_images(untrained, test_images, iw_samples=1, verbose=0)["elbo"]
-
-    model, history = training.train(config, str(tmp_path / "run"))
     after = evaluate_images(model, test_images, iw_samples=1, verbose=0)["elbo"]
     assert before < -400                     # an untrained model is near chance (-543 nats)
     assert after > before + 200
@@ -87,6 +86,7 @@ def test_layers_shortcut_keeps_the_bottom_layers():
         experiment_config.apply_shortcuts(mnist.get_config(), layers=6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_training_learns_resumes_and_loads_as_float32(tmp_path, precision):
     """16-bit MLPs (float16 with loss scaling) with float32 heads: the ELBO improves like a
@@ -123,6 +123,7 @@ def test_steps_per_call_divides_the_epoch_and_the_steps_to_go():
     assert steps_per_call(1, 40) == 1 and steps_per_call(8, 7) == 7 and steps_per_call(8, 13) == 1
 
 
+@pytest.mark.slow
 def test_steps_per_execution_changes_speed_not_results(tmp_path):
     """8 steps per call: the same weights as 1 per call, checkpoints at call ends, and an
     interrupted run resumes to the same end."""

@@ -117,6 +117,7 @@ def test_bad_search_space_entries_are_named(name, field, value, message):
     assert f"hparams.{name}" in str(error.value)
 
 
+@pytest.mark.slow
 def test_tiny_search_records_the_diverging_trial_as_failed_and_completes(search):
     rows = search["results"]["rows"]
     assert len(rows) == 3
@@ -136,6 +137,7 @@ def test_tiny_search_records_the_diverging_trial_as_failed_and_completes(search)
         assert json.load(handle)["status"] == "FAILED"
 
 
+@pytest.mark.slow
 def test_results_table_best_trial_is_the_highest_bound_and_keras_tuners_best(search):
     results = search["results"]
     completed = [r for r in results["rows"] if r["status"] == "COMPLETED"]
@@ -155,6 +157,7 @@ def test_results_table_best_trial_is_the_highest_bound_and_keras_tuners_best(sea
             assert float(csv_row["val_iw_bound"]) == pytest.approx(row["val_iw_bound"])
 
 
+@pytest.mark.slow
 def test_best_model_is_a_model_dir_that_loads_and_reproduces_the_objective(search):
     best_dir = search["results"]["best_dir"]
     assert best_dir == os.path.join(search["model_dir"], tuning.BEST_DIR)
@@ -176,6 +179,7 @@ def test_best_model_is_a_model_dir_that_loads_and_reproduces_the_objective(searc
     assert provenance["trial_id"] == search["results"]["best_trial"]
 
 
+@pytest.mark.slow
 def test_rerun_with_the_same_dir_runs_only_new_trials(search):
     assert len(search["first"]["rows"]) == 2
     # Extending to max_trials=3 left the two finished trials' records and checkpoints alone...
@@ -187,6 +191,7 @@ def test_rerun_with_the_same_dir_runs_only_new_trials(search):
     assert search["rerun"]["rows"] == search["results"]["rows"]
 
 
+@pytest.mark.slow
 def test_resuming_with_another_search_space_is_refused(search):
     space = load_space(search["space_file"])
     space.objective.iw_samples = 50
@@ -225,6 +230,7 @@ def test_hyperband_and_bayesian_tuners_search_the_same_space(tmp_path):
     assert set(bayesian.oracle.get_space().values) == set(hypermodel.ORDER)
 
 
+@pytest.mark.slow
 def test_cli_resumes_the_finished_search_and_prints_its_table(search):
     # --epochs=1 is the tiny space's trial.epochs: were it the base config's train.epochs,
     # the search would differ from the one in model_dir and be refused.

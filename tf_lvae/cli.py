@@ -110,22 +110,26 @@ def _fail(message):
 
 # --- flags and config overrides -------------------------------------------------------------
 
-def run(main, define_flags=None):
+def run(main, define_flags=None, load_tensorflow_first=True):
     """absl's app.run(main), with flag and config-override errors as one `error:` line (exit 2).
 
     define_flags: defines the entry point's flags; a config-file flag parses its default file
     (and the overrides on the command line) already when it is defined.
+    load_tensorflow_first: TensorFlow loads (quietly) before main; False: main loads it itself
+    inside `loading_tensorflow()`, after the checks that need no TensorFlow.
     """
-    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # set: the user's level, unfiltered
-    if quiet:
+    global _QUIET
+    _QUIET = "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # set: the user's level, unfiltered
+    if _QUIET:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = DEFAULT_TF_LOG_LEVEL
-    with _flag_errors(sys.argv), _tensorflow_start_up(quiet):
+    with _flag_errors(sys.argv), loading_tensorflow():
         if define_flags is not None:
-            define_flags()  # a config file imports TensorFlow
+            define_flags()  # a config file may import TensorFlow
 
     def main_after_start_up(argv):
-        with _tensorflow_start_up(quiet):
-            import tensorflow  # noqa: F401  every main uses it; its start-up lines come now
+        if load_tensorflow_first:
+            with loading_tensorflow():
+                import tensorflow  # noqa: F401  main uses it; its start-up lines come now
         return main(argv)
 
     # TensorFlow's own INFO lines ("Sharding callback duration ...") are not the user's news;
@@ -153,10 +157,11 @@ _LOG_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]*\] ")
 _PRE_INIT_BANNER = "WARNING: All log messages before absl::InitializeLog() is called"
 _NO_CUDA_DRIVER = "Could not find cuda drivers"
 _CUINIT_FAILED = "failed call to cuInit"
+_QUIET = False  # run() sets it: TF_CPP_MIN_LOG_LEVEL was not the user's
 
 
 @contextlib.contextmanager
-def _tensorflow_start_up(quiet):
+def loading_tensorflow():
     """Hold back TensorFlow's start-up lines (above) if TensorFlow loads inside the block."""
     if "tensorflow" in sys.modules:
         yield
@@ -178,7 +183,7 @@ def _tensorflow_start_up(quiet):
         captured.close()
         if "tensorflow" in sys.modules:
             text = without_start_up_lines(text, os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"),
-                                          quiet)
+                                          _QUIET)
         sys.stderr.write(text)
         sys.stderr.flush()
 
@@ -480,20 +485,38 @@ def clear_errors(model_dir=None, after=None, elsewhere="use another --model_dir"
     (what a trainer writes), after (what rerunning does) and elsewhere (how to write somewhere
     else) complete the message (`storage_message`).
     """
-    from tf_lvae import data, experiment_config
-    from tf_lvae.training import fault_tolerance
-    from tf_lvae.storage import model_dir as model_dir_lib
-    import tensorflow as tf
     try:
         yield
-    except model_dir_lib.StorageError as error:
-        _fail(storage_message(error, model_dir, after, elsewhere))
-    except (experiment_config.ConfigError, data.DataNotFoundError,
-            model_dir_lib.ModelDirError, ValueError, FileNotFoundError,
-            fault_tolerance.NonFiniteTrainingError) as error:
-        _fail(str(error))
-    except (OSError, tf.errors.OpError) as error:
-        storage = _storage_error(error)
-        if storage is None:
+    except Exception as error:  # noqa: BLE001  sorted below; the unexpected ones re-raised
+        message = _expected_error_message(error, model_dir, after, elsewhere)
+        if message is None:
             raise
-        _fail(storage_message(storage, model_dir, after, elsewhere))
+        _fail(message)
+
+
+def _loaded(module, name):
+    """Class `name` of `module` if that module is loaded, else None: an error raised by code
+    that never loaded (TensorFlow, say) cannot be of its classes, and clear_errors must not
+    load TensorFlow to find out."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name) if loaded is not None else None
+
+
+def _expected_error_message(error, model_dir, after, elsewhere):
+    """clear_errors' `error: ...` text for an expected error, None for any other."""
+    from tf_lvae import experiment_config
+    from tf_lvae.data import registry
+    storage_error = _loaded("tf_lvae.storage.model_dir", "StorageError")
+    if storage_error is not None and isinstance(error, storage_error):
+        return storage_message(error, model_dir, after, elsewhere)
+    expected = [experiment_config.ConfigError, registry.DataNotFoundError, ValueError,
+                FileNotFoundError, _loaded("tf_lvae.storage.model_dir", "ModelDirError"),
+                _loaded("tf_lvae.training.fault_tolerance", "NonFiniteTrainingError")]
+    if isinstance(error, tuple(kind for kind in expected if kind is not None)):
+        return str(error)
+    op_error = _loaded("tensorflow.python.framework.errors_impl", "OpError")
+    if isinstance(error, (OSError,) + ((op_error,) if op_error is not None else ())):
+        storage = _storage_error(error)
+        if storage is not None:
+            return storage_message(storage, model_dir, after, elsewhere)
+    return None

@@ -25,11 +25,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     with cli.clear_errors(FLAGS.model_dir, after="training resumes from that checkpoint"):
-        experiment = cli.resolved_config()
-        from tf_lvae.training import loop  # imported late so --help stays fast
+        experiment = cli.resolved_config()  # before TensorFlow loads: a typo fails at once
+        with cli.loading_tensorflow():
+            from tf_lvae.training import loop
         loop.train(experiment, FLAGS.model_dir)
         print(f"trained model in {FLAGS.model_dir}")
 
 
 if __name__ == "__main__":
-    cli.run(main, lambda: cli.define_training_flags(sys.argv))
+    cli.run(main, lambda: cli.define_training_flags(sys.argv), load_tensorflow_first=False)

@@ -11,7 +11,6 @@ dequantized), mnist_dequantized (the mnist files' grey levels, dequantized, for 
 """
 from tf_lvae.data.loading import (DEQUANTIZATION_SEEDS, SPLITS, TEST_BINARIZATION_SEED,
                                   VALIDATION_BINARIZATION_SEED, clear_cache, load_arrays)
-from tf_lvae.data.pipeline import make_dataset
 from tf_lvae.data.registry import (BINARIZATIONS, DATASETS, MANUAL_DIR_ENV, DataFormatError,
                                    DataNotFoundError, DataSpec, default_data_dir, get_spec)
 
@@ -21,3 +20,12 @@ __all__ = [
     "VALIDATION_BINARIZATION_SEED", "clear_cache", "default_data_dir", "get_spec", "load_arrays",
     "make_dataset",
 ]
+
+
+def __getattr__(name):
+    # make_dataset (tf.data) loads on first use: the arrays, specs and errors need no
+    # TensorFlow, so a CLI can check its config and data before TensorFlow starts.
+    if name == "make_dataset":
+        from tf_lvae.data.pipeline import make_dataset
+        return make_dataset
+    raise AttributeError(f"module 'tf_lvae.data' has no attribute {name!r}")
