@@ -31,6 +31,22 @@ def test_train_cli_errors_are_clear_and_write_nothing(tmp_path, args, message):
     assert not model_dir.exists()
 
 
+@pytest.mark.parametrize("override", ["--dataset=cifar10", "--config.train.epochs=0",
+                                      "--config.model.latent_sizes=(8,x)"])
+def test_train_cli_reports_a_config_error_before_tensorflow_loads(tmp_path, override):
+    """A typo costs a fraction of a second, not TensorFlow's start-up (-X importtime lists
+    every module the command imported)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "tf_lvae.train", override,
+                             f"--model_dir={tmp_path / 'model'}"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: " in result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "tf_lvae.experiment_config" in imported      # the config was checked ...
+    assert not {"tensorflow", "keras"} & imported       # ... without loading TensorFlow
+
+
 @pytest.mark.slow
 def test_train_cli_reads_real_mnist_idx_files_from_data_dir(tmp_path):
     mnist_dir = SHARED_DATA / "mnist"
