@@ -514,8 +514,8 @@ def _expected_error_message(error, model_dir, after, elsewhere):
                 _loaded("tf_lvae.training.fault_tolerance", "NonFiniteTrainingError")]
     if isinstance(error, tuple(kind for kind in expected if kind is not None)):
         return str(error)
-    op_error = _loaded("tensorflow.python.framework.errors_impl", "OpError")
-    if isinstance(error, (OSError,) + ((op_error,) if op_error is not None else ())):
+    tf = sys.modules.get("tensorflow")
+    if isinstance(error, (OSError,) + ((tf.errors.OpError,) if tf is not None else ())):
         storage = _storage_error(error)
         if storage is not None:
             return storage_message(storage, model_dir, after, elsewhere)
