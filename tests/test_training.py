@@ -161,3 +161,23 @@ def test_bad_config_values_get_specific_errors(section, field, value, message):
     config[section][field] = value
     with pytest.raises(experiment_config.ConfigError, match=message):
         experiment_config.validate_config(config)
+
+
+def test_fit_on_a_tf_data_pipeline_does_not_warn_about_shuffle():
+    import warnings
+
+    import tensorflow as tf
+    from tf_lvae.model.spec import ModelSpec
+
+    images = data.load_arrays("binarized_mnist", "train")[0][:64]
+    model = build_model(ModelSpec(latent_sizes=(4,), hidden_sizes=(16,)))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    pipeline = tf.data.Dataset.from_tensor_slices(images).batch(32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(pipeline, epochs=1, verbose=0)
+        quiet = [str(w.message) for w in caught if "shuffle" in str(w.message)]
+        model.fit(pipeline, epochs=1, verbose=0, shuffle=True)   # an explicit True reaches Keras
+        loud = [str(w.message) for w in caught if "shuffle" in str(w.message)]
+    assert quiet == [] and len(loud) == 1, (quiet, loud)
+    assert np.isfinite(history.history["loss"][0])

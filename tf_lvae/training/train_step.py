@@ -103,6 +103,19 @@ class TrainableVAE(HierarchicalVAE):
                     warmup_steps=self.warmup_steps, noise_seed=self.noise_seed,
                     clip_global_norm=self.clip_global_norm, clip_value=self.clip_value)
 
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=None, **kwargs):
+        """Keras' fit; `shuffle` defaults to True for arrays and to off for a tf.data input.
+
+        Keras' own default (True) makes every fit on a tf.data pipeline warn that shuffle is
+        ignored; such a pipeline shuffles itself (`.shuffle(buffer)`), so only arrays get it.
+        """
+        if shuffle is None:
+            shuffle = not isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset))
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                           callbacks=callbacks, validation_split=validation_split,
+                           validation_data=validation_data, shuffle=shuffle, **kwargs)
+
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
