@@ -1,15 +1,18 @@
 """Real training runs on the shipped binarized MNIST: learning, warm-up, resume."""
 import json
+import warnings
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import tiny_config
 from tf_lvae import data
 from tf_lvae.training import loop as training
 from tf_lvae import experiment_config
 from tf_lvae.evaluation.likelihood import evaluate_images
+from tf_lvae.model.spec import ModelSpec
 from tf_lvae.storage.model_dir import STATE_FILE
 from tf_lvae.training.train_step import build_model
 from tf_lvae.storage.checkpoints import load_model
@@ -164,11 +167,6 @@ def test_bad_config_values_get_specific_errors(section, field, value, message):
 
 
 def test_fit_on_a_tf_data_pipeline_does_not_warn_about_shuffle():
-    import warnings
-
-    import tensorflow as tf
-    from tf_lvae.model.spec import ModelSpec
-
     images = data.load_arrays("binarized_mnist", "train")[0][:64]
     model = build_model(ModelSpec(latent_sizes=(4,), hidden_sizes=(16,)))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
